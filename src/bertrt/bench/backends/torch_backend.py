@@ -1,0 +1,88 @@
+"""PyTorch runner for the merged Hugging Face model (CPU or CUDA; fp32, bf16, fp16)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertrt.bench.backends.base import Batch, Runner
+from bertrt.errors import UnavailableError
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        precision: str = "fp32",
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"torch runner: unknown precision {precision!r}")
+        self.model_dir = Path(model_dir)
+        self.precision = precision
+        self.device = device
+        self.threads = threads
+        # On CPU, bf16 runs as autocast over fp32 weights (AMX/AVX-512 BF16 kernels);
+        # on CUDA the weights themselves are cast to half precision.
+        self.variant = (
+            f"{precision}-autocast" if device == "cpu" and precision != "fp32" else precision
+        )
+        self.model: Any = None
+
+    def activate(self) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UnavailableError("torch runner: CUDA is not available on this machine")
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(self.model_dir), attn_implementation="sdpa"
+        )
+        if self.device == "cuda" and self.precision != "fp32":
+            model = model.to(torch.bfloat16 if self.precision == "bf16" else torch.float16)
+        self.model = model.to(self.device).eval()
+
+    def close(self) -> None:
+        self.model = None
+        with contextlib.suppress(Exception):
+            import torch
+
+            if self.device == "cuda":
+                torch.cuda.empty_cache()
+
+    def prepare(self, batch: Batch) -> Any:
+        import torch
+
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in batch.items()
+        }
+
+    def infer(self, prepared: Any) -> Any:
+        import torch
+
+        autocast = (
+            torch.autocast(
+                "cpu", dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16
+            )
+            if self.device == "cpu" and self.precision != "fp32"
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            return self.model(**prepared).logits
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return output.float().cpu().numpy()  # type: ignore[no-any-return]

