@@ -224,6 +224,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint in (int, float, str):
         if hint is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if hint is float and isinstance(value, str):
+            # YAML 1.1 reads "2e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if hint is str and isinstance(value, int | float):
             return str(value)
         if not isinstance(value, hint) or isinstance(value, bool):

@@ -1,0 +1,84 @@
+# The pipeline's verbs. Each target is a thin call of `bertrt <stage>`; the
+# stages themselves refuse stale inputs by hash, Make only orders them.
+#   make install all DATA=path/to/train-sample.csv     (the main job, CPU)
+#   make dev test                                       (the test suite)
+PYTHON ?= python
+DATA   ?= ../shared/data/train-sample.csv
+RUN    ?= runs/default
+CONFIG ?= configs/default.yaml
+SET    ?=
+IMAGE  ?= bertrt-trt:latest
+BERTRT := $(PYTHON) -m bertrt
+ARGS    = --run-dir $(RUN) --config $(CONFIG) $(foreach s,$(SET),--set $(s))
+
+.PHONY: install dev all data train export calibrate build-engine bench evaluate \
+        presets test lint typecheck gpu-check docker-build docker-run clean-run check-data
+
+# CPU torch first: 2.13.0 is on this machine's disk; an unpinned torch would
+# pull a multi-GB CUDA build.
+install:
+	$(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -m pip install -e .
+
+dev: install
+	$(PYTHON) -m pip install -e '.[dev]'
+	# The stubs' metadata requires the full tensorrt package (NVIDIA's index): skip deps.
+	$(PYTHON) -m pip install --no-deps tensorrt-stubs==10.13.0.35.1
+
+check-data:
+	@test -f "$(DATA)" || { \
+	  echo "DATA=$(DATA): no such file."; \
+	  echo "Download train-sample.csv from the Kaggle competition 'Predict Closed Questions on"; \
+	  echo "Stack Overflow' (kaggle competitions download -c predict-closed-questions-on-stack-overflow)"; \
+	  echo "and run: make all DATA=path/to/train-sample.csv"; exit 2; }
+
+all: train export calibrate build-engine bench
+
+data: check-data
+	$(BERTRT) data --data $(DATA) $(ARGS)
+
+train: data
+	$(BERTRT) train $(ARGS)
+
+export:
+	$(BERTRT) export $(ARGS)
+
+calibrate:
+	$(BERTRT) calibrate $(ARGS)
+
+# Exit code 3 = no NVIDIA GPU or no TensorRT here: say so and let `make all`
+# go on to the benchmark with the backends that exist.
+build-engine:
+	@$(BERTRT) build-engine $(ARGS); rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "build-engine: skipped (see the line above); bench goes on without TensorRT"; \
+	else exit $$rc; fi
+
+bench:
+	$(PYTHON) bench/compare.py $(ARGS)
+
+presets: check-data
+	$(PYTHON) scripts/preset_table.py --data $(DATA)
+
+lint:
+	ruff check src tests bench scripts
+	ruff format --check src tests bench scripts
+
+typecheck:
+	mypy src/bertrt/engines
+
+test: lint typecheck
+	hadolint Dockerfile.trt
+	$(PYTHON) -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" && rc=1; exit $$rc
+
+gpu-check:
+	bash scripts/gpu_check.sh $(RUN)
+
+docker-build:
+	docker build -f Dockerfile.trt -t $(IMAGE) .
+
+docker-run: check-data
+	mkdir -p runs
+	docker run --rm --gpus all --ipc=host \
+	  -v "$(abspath $(DATA))":/data/train-sample.csv:ro \
+	  -v "$(abspath runs)":/workspace/bertrt/runs \
+	  $(IMAGE) make all DATA=/data/train-sample.csv RUN=$(RUN)

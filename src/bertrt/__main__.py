@@ -1,0 +1,5 @@
+import sys
+
+from bertrt.cli import main
+
+sys.exit(main())

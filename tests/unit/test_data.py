@@ -1,0 +1,168 @@
+"""The data stage: Kaggle schema checks, stable stratified split, split.json, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bertrt.artifacts import RunDir
+from bertrt.cli import main
+from bertrt.config import load_config
+from bertrt.data import load_kaggle_csv, load_split, split
+from bertrt.data.features import tabular_features
+from bertrt.data.kaggle import COLUMNS
+from bertrt.data.text import clean_body, question_text
+from bertrt.errors import DataError, StaleArtifactError
+from tests.conftest import synthetic_rows, write_csv
+
+
+def run_data(csv: Path, run_dir: Path, *extra: str) -> int:
+    return main(["data", "--data", str(csv), "--run-dir", str(run_dir), *extra])
+
+
+def test_split_is_stratified_and_byte_identical(synthetic_csv: Path, tmp_path: Path) -> None:
+    assert run_data(synthetic_csv, tmp_path / "a") == 0
+    assert run_data(synthetic_csv, tmp_path / "b") == 0
+    first = (tmp_path / "a" / "split.json").read_bytes()
+    assert first == (tmp_path / "b" / "split.json").read_bytes()
+    document = json.loads(first)
+    sizes = {name: len(ids) for name, ids in document["splits"].items()}
+    assert sizes == {"train": 160, "val": 20, "test": 20}
+    for counts in document["counts"].values():
+        assert counts["open"] == counts["closed"]  # synthetic file is 50/50
+    all_ids = [i for ids in document["splits"].values() for i in ids]
+    assert len(all_ids) == len(set(all_ids)) == 200
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert "split.json" in manifest["stages"]["data"]["outputs"]
+
+
+def test_split_keeps_rows_in_place_when_others_are_added() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"PostId": range(1000), "label": [i % 2 for i in range(1000)]})
+    small = split(frame.iloc[:800], seed=1)
+    big = split(frame, seed=1)
+    moved = [pid for name in small for pid in small[name] if pid not in big[name]]
+    # Adding rows shifts the cut points a little, but most rows keep their split.
+    assert len(moved) < 40
+
+
+def test_labels_features_and_text(tmp_path: Path) -> None:
+    rows = synthetic_rows(4)
+    rows[1]["OpenStatus"] = "too localized"
+    rows[2]["OwnerCreationDate"] = "2008-09-01"  # the ISO form one real row uses
+    rows[0]["Tag2"], rows[0]["Tag3"] = "a", "b"
+    loaded = load_kaggle_csv(write_csv(tmp_path / "x.csv", rows))
+    frame = loaded.frame
+    assert frame["label"].tolist() == [0, 1, 0, 1]
+    feats = tabular_features(frame)
+    assert feats.loc[0, "num_tags"] == 3
+    assert (feats["account_age_days"] > 0).all()
+    assert feats.loc[0, "title_words"] == len(rows[0]["Title"].split())
+
+
+def test_code_block_treatment() -> None:
+    body = "Why does this fail?\n\n    x = 1\n    y = 2\n\nThanks"
+    assert "x = 1" in clean_body(body, "keep")
+    marked = clean_body(body, "mark")
+    assert "[code]" in marked and "x = 1" not in marked and "Thanks" in marked
+    assert "[code]" not in clean_body(body, "drop")
+    assert question_text("Title", body).startswith("Title\n")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda rows: rows[3].update(OpenStatus="closed for fun"), "unknown OpenStatus 'closed for fun'"),
+        (lambda rows: rows[4].update(Title="", BodyMarkdown="  "), "Title and BodyMarkdown are both empty"),
+        (lambda rows: rows[5].update(PostId="abc"), "PostId 'abc' is not an integer"),
+        (lambda rows: rows[6].update(PostCreationDate="yesterday"), "PostCreationDate 'yesterday'"),
+        (lambda rows: rows[7].update(PostId=rows[2]["PostId"]), "1 duplicate PostId(s) over 2 rows"),
+    ],
+)
+def test_bad_rows_fail_with_row_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mutate, expected: str
+) -> None:
+    rows = synthetic_rows(20)
+    mutate(rows)
+    csv = write_csv(tmp_path / "bad.csv", rows)
+    run_dir = tmp_path / "run"
+    assert run_data(csv, run_dir) != 0
+    err = capsys.readouterr().err
+    assert expected in err and str(csv) in err and "data row" in err
+    assert not run_dir.exists() or not any(run_dir.iterdir())
+
+
+def test_skip_mode_drops_and_reports_bad_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = synthetic_rows(200)
+    rows[10]["OpenStatus"] = "??"
+    csv = write_csv(tmp_path / "one-bad.csv", rows)
+    assert run_data(csv, tmp_path / "run", "--set", "data.bad_rows=skip") == 0
+    assert "skipped 1 malformed rows" in capsys.readouterr().out
+    document = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert document["csv"]["rows"] == 199
+    assert "data row 11 (PostId 1010)" in document["skipped_rows"][0]
+
+
+def test_skip_mode_still_fails_when_too_many_rows_are_bad(tmp_path: Path) -> None:
+    rows = synthetic_rows(20)
+    for row in rows[:5]:
+        row["OpenStatus"] = "??"
+    with pytest.raises(DataError, match="5 of 20 rows are malformed"):
+        load_kaggle_csv(write_csv(tmp_path / "bad.csv", rows), bad_rows="skip")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "the file is empty"),
+        (",".join(COLUMNS).encode() + b"\n", "has a header but no data rows"),
+        (b"\xff\xfe\x00garbage\x00\xff", "not UTF-8"),
+        (b'PostId,Title\n1,"unterminated\n', "cannot be parsed as CSV"),
+    ],
+)
+def test_unreadable_files(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "broken.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=expected) as info:
+        load_kaggle_csv(path)
+    assert str(path) in str(info.value)
+
+
+def test_unparseable_csv(tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text(",".join(COLUMNS) + "\n" + ",".join(["1"] * 15) + "\n" + ",".join(["2"] * 17) + "\n")
+    with pytest.raises(DataError, match="cannot be parsed as CSV"):
+        load_kaggle_csv(path)
+
+
+def test_missing_column_is_named(tmp_path: Path) -> None:
+    columns = tuple(c for c in COLUMNS if c != "OpenStatus")
+    path = write_csv(tmp_path / "no-status.csv", synthetic_rows(5), columns)
+    with pytest.raises(DataError, match="missing column\\(s\\) OpenStatus"):
+        load_kaggle_csv(path)
+
+
+def test_missing_file_says_where_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="Kaggle"):
+        load_kaggle_csv(tmp_path / "nope.csv")
+
+
+def test_load_split_refuses_a_changed_csv(synthetic_csv: Path, tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    assert run_data(synthetic_csv, run.root) == 0
+    frames = load_split(run, ("val",))
+    assert len(frames["val"]) == 20 and set(frames["val"]["label"]) == {0, 1}
+    synthetic_csv.write_text(synthetic_csv.read_text().replace("python", "rust", 1))
+    with pytest.raises(StaleArtifactError, match="rerun `bertrt data"):
+        load_split(run, ("val",))
+
+
+def test_features_in_text_option(synthetic_csv: Path, tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    assert run_data(synthetic_csv, run.root, "--set", "data.features_in_text=true") == 0
+    text = load_split(run, ("test",))["test"]["text"].iloc[0]
+    assert text.startswith("reputation ")
+    assert load_config(None, ["data.features_in_text=true"]).data.features_in_text
