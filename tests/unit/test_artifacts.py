@@ -63,7 +63,7 @@ def test_require_names_the_stage_to_run(tmp_path: Path) -> None:
 def test_require_refuses_a_changed_artifact(tmp_path: Path) -> None:
     run = _two_stage_run(tmp_path)
     (run.merged / "w.bin").write_bytes(b"tampered")
-    with pytest.raises(StaleArtifactError, match="sha256 mismatch.*rerun `bertrt train"):
+    with pytest.raises(StaleArtifactError, match=r"sha256 mismatch.*rerun `bertrt train"):
         run.require("export", [run.merged], producer="train")
 
 
@@ -71,5 +71,5 @@ def test_require_refuses_outputs_of_a_stale_producer(tmp_path: Path) -> None:
     run = _two_stage_run(tmp_path)
     write_json(run.split, {"splits": {"train": [1]}})  # data reran: train's input changed
     run.record("data", inputs=[], outputs=[run.split], wall_s=0.1)
-    with pytest.raises(StaleArtifactError, match="split.json.*rerun `bertrt train"):
+    with pytest.raises(StaleArtifactError, match=r"split\.json.*rerun `bertrt train"):
         run.require("export", [run.merged], producer="train")
