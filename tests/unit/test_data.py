@@ -75,11 +75,20 @@ def test_code_block_treatment() -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda rows: rows[3].update(OpenStatus="closed for fun"), "unknown OpenStatus 'closed for fun'"),
-        (lambda rows: rows[4].update(Title="", BodyMarkdown="  "), "Title and BodyMarkdown are both empty"),
+        (
+            lambda rows: rows[3].update(OpenStatus="closed for fun"),
+            "unknown OpenStatus 'closed for fun'",
+        ),
+        (
+            lambda rows: rows[4].update(Title="", BodyMarkdown="  "),
+            "Title and BodyMarkdown are both empty",
+        ),
         (lambda rows: rows[5].update(PostId="abc"), "PostId 'abc' is not an integer"),
         (lambda rows: rows[6].update(PostCreationDate="yesterday"), "PostCreationDate 'yesterday'"),
-        (lambda rows: rows[7].update(PostId=rows[2]["PostId"]), "1 duplicate PostId(s) over 2 rows"),
+        (
+            lambda rows: rows[7].update(PostId=rows[2]["PostId"]),
+            "1 duplicate PostId(s) over 2 rows",
+        ),
     ],
 )
 def test_bad_rows_fail_with_row_and_write_nothing(
@@ -95,7 +104,9 @@ def test_bad_rows_fail_with_row_and_write_nothing(
     assert not run_dir.exists() or not any(run_dir.iterdir())
 
 
-def test_skip_mode_drops_and_reports_bad_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_skip_mode_drops_and_reports_bad_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rows = synthetic_rows(200)
     rows[10]["OpenStatus"] = "??"
     csv = write_csv(tmp_path / "one-bad.csv", rows)
@@ -133,7 +144,9 @@ def test_unreadable_files(tmp_path: Path, content: bytes, expected: str) -> None
 
 def test_unparseable_csv(tmp_path: Path) -> None:
     path = tmp_path / "ragged.csv"
-    path.write_text(",".join(COLUMNS) + "\n" + ",".join(["1"] * 15) + "\n" + ",".join(["2"] * 17) + "\n")
+    path.write_text(
+        ",".join(COLUMNS) + "\n" + ",".join(["1"] * 15) + "\n" + ",".join(["2"] * 17) + "\n"
+    )
     with pytest.raises(DataError, match="cannot be parsed as CSV"):
         load_kaggle_csv(path)
 
