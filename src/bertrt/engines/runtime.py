@@ -1,0 +1,190 @@
+"""TensorRT runner: one engine, named-tensor I/O on torch CUDA tensors (no pycuda).
+
+Polygraphy-style: constructing a :class:`TrtRunner` touches nothing; entering
+it checks the sidecar against this machine's TensorRT and GPU, deserializes
+the engine and creates the execution context; leaving it frees them.
+
+Per call: ``set_input_shape`` + ``set_tensor_address`` for each input (after
+checking the shape against the engine's profile), an output tensor allocated
+for the resolved output shape, then ``execute_async_v3`` on a torch CUDA
+stream. With ``cuda_graphs=True`` the first call at each shape is captured
+into a CUDA graph over static buffers and later calls at that shape replay it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bertrt.bench.backends.base import Batch, Runner
+from bertrt.engines.availability import current_gpu, require_tensorrt_and_cuda
+from bertrt.engines.metadata import EngineMeta, check_engine_compatible, read_meta
+from bertrt.engines.profiles import Profile
+from bertrt.errors import MissingArtifactError, StaleArtifactError
+from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+    import torch
+
+# TensorRT DataType name -> torch dtype name (getattr(torch, ...)).
+TORCH_DTYPES = {"INT64": "int64", "INT32": "int32", "FLOAT": "float32", "HALF": "float16"}
+
+
+@dataclass
+class _Graph:
+    graph: Any  # torch.cuda.CUDAGraph
+    inputs: dict[str, Any]
+    output: Any
+
+
+class TrtRunner(Runner):
+    name = "tensorrt"
+    device = "cuda"
+
+    def __init__(
+        self,
+        engine_path: str | Path,
+        meta_path: str | Path | None = None,
+        cuda_graphs: bool = False,
+        precision: str | None = None,
+    ) -> None:
+        self.engine_path = Path(engine_path)
+        self.meta_path = Path(meta_path) if meta_path else self.engine_path.with_suffix(".json")
+        self.precision = precision or self.engine_path.stem
+        self.variant = self.precision + ("-graphs" if cuda_graphs else "")
+        self.cuda_graphs = cuda_graphs
+        self.meta: EngineMeta | None = None
+        self._runtime: trt.Runtime | None = None
+        self._engine: trt.ICudaEngine | None = None
+        self._context: trt.IExecutionContext | None = None
+        self._stream: torch.cuda.Stream | None = None
+        self._input_dtypes: dict[str, Any] = {}
+        self._graphs: dict[tuple[int, ...], _Graph] = {}
+
+    # -- lifecycle ---------------------------------------------------------------
+    def activate(self) -> None:
+        trt_version = require_tensorrt_and_cuda(f"tensorrt runner ({self.engine_path.name})")
+        import tensorrt as trt
+        import torch
+
+        if not self.engine_path.is_file():
+            raise MissingArtifactError(
+                f"{self.engine_path} does not exist; run `bertrt build-engine` first"
+            )
+        self.meta = read_meta(self.meta_path)
+        check_engine_compatible(self.meta, trt_version, current_gpu(), where=str(self.engine_path))
+        logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        if engine is None:
+            raise StaleArtifactError(
+                f"{self.engine_path}: TensorRT could not deserialize it; rebuild with "
+                "`bertrt build-engine`"
+            )
+        self._engine = engine
+        self._context = engine.create_execution_context()
+        self._stream = torch.cuda.Stream()
+        self._input_dtypes = {
+            name: getattr(torch, TORCH_DTYPES[engine.get_tensor_dtype(name).name])
+            for name in INPUT_NAMES
+        }
+        self._output_dtype = getattr(torch, TORCH_DTYPES[engine.get_tensor_dtype(OUTPUT_NAME).name])
+
+    def close(self) -> None:
+        # Release in dependency order: graphs, context, engine, then the runtime.
+        self._graphs.clear()
+        self._context = None
+        self._engine = None
+        self._runtime = None
+        self._stream = None
+
+    @property
+    def profile(self) -> Profile:
+        if self.meta is None:
+            raise RuntimeError("TrtRunner is not active; use it in a `with` block")
+        return self.meta.profile
+
+    # -- inference ---------------------------------------------------------------
+    def prepare(self, batch: Batch) -> dict[str, Any]:
+        import torch
+
+        prepared = {}
+        for name in INPUT_NAMES:
+            array = np.ascontiguousarray(batch[name])
+            self.profile.check(name, array.shape, engine=str(self.engine_path))
+            prepared[name] = torch.from_numpy(array).to(
+                device="cuda", dtype=self._input_dtypes[name]
+            )
+        return prepared
+
+    def infer(self, prepared: dict[str, Any]) -> Any:
+        import torch
+
+        assert self._context is not None and self._stream is not None
+        shape = tuple(prepared[INPUT_NAMES[0]].shape)
+        if self.cuda_graphs:
+            return self._replay(shape, prepared)
+        output = self._bind(prepared)
+        # Inputs were written on the current stream; order our stream after it.
+        self._stream.wait_stream(torch.cuda.current_stream())
+        if not self._context.execute_async_v3(self._stream.cuda_stream):
+            raise RuntimeError(f"{self.engine_path}: execute_async_v3 failed (see TensorRT log)")
+        return output
+
+    def _bind(self, inputs: dict[str, Any]) -> Any:
+        import torch
+
+        assert self._context is not None
+        for name, tensor in inputs.items():
+            self._context.set_input_shape(name, tuple(tensor.shape))
+            self._context.set_tensor_address(name, tensor.data_ptr())
+        dims = self._context.get_tensor_shape(OUTPUT_NAME)
+        output = torch.empty(
+            [dims[i] for i in range(len(dims))], dtype=self._output_dtype, device="cuda"
+        )
+        self._context.set_tensor_address(OUTPUT_NAME, output.data_ptr())
+        return output
+
+    def _replay(self, shape: tuple[int, ...], prepared: dict[str, Any]) -> Any:
+        import torch
+
+        assert self._context is not None and self._stream is not None
+        entry = self._graphs.get(shape)
+        if entry is None:
+            static = {name: tensor.clone() for name, tensor in prepared.items()}
+            output = self._bind(static)
+            self._stream.wait_stream(torch.cuda.current_stream())
+            # One plain run first: TensorRT defers some work (shape updates) to the
+            # first enqueue, which must not land inside the capture.
+            self._context.execute_async_v3(self._stream.cuda_stream)
+            self._stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self._stream):
+                self._context.execute_async_v3(self._stream.cuda_stream)
+            entry = self._graphs[shape] = _Graph(graph, static, output)
+        for name, tensor in prepared.items():
+            entry.inputs[name].copy_(tensor)
+        entry.graph.replay()
+        return entry.output
+
+    def synchronize(self) -> None:
+        import torch
+
+        if self._stream is not None:
+            self._stream.synchronize()
+        torch.cuda.synchronize()
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return output.float().cpu().numpy()
+
+
+def runner_for_engine(run_root: Path, precision: str, cuda_graphs: bool = False) -> TrtRunner:
+    """A runner over ``engines/<precision>.plan`` of a run directory."""
+    from bertrt.artifacts import RunDir
+
+    run = RunDir(run_root)
+    return TrtRunner(run.engine(precision), run.engine_meta(precision), cuda_graphs=cuda_graphs)
