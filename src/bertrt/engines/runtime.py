@@ -121,6 +121,10 @@ class TrtRunner(Runner):
             )
         return prepared
 
+    def timing_stream(self) -> Any:
+        """TensorRT enqueues on this runner's own stream: CUDA events must record on it."""
+        return self._stream
+
     def infer(self, prepared: dict[str, Any]) -> Any:
         import torch
 

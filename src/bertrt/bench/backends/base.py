@@ -64,6 +64,15 @@ class Runner(ABC):
         """Wait for queued device work (no-op on CPU)."""
         return None
 
+    def timing_stream(self) -> Any:
+        """The CUDA stream this runner's work completes on, for CUDA-event timing.
+
+        None means the current torch stream (PyTorch, ORT's providers). A runner
+        that enqueues on a stream of its own (TrtRunner) overrides this;
+        otherwise events would time only the enqueue.
+        """
+        return None
+
     def to_numpy(self, output: Any) -> np.ndarray:
         return np.asarray(output, dtype=np.float32)
 

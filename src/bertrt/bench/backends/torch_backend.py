@@ -85,4 +85,4 @@ class TorchRunner(Runner):
             torch.cuda.synchronize()
 
     def to_numpy(self, output: Any) -> np.ndarray:
-        return output.float().cpu().numpy()  # type: ignore[no-any-return]
+        return np.asarray(output.float().cpu().numpy(), dtype=np.float32)

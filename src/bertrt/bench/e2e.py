@@ -1,0 +1,93 @@
+"""End-to-end throughput over the test split: tokenize + batch + infer, timed together.
+
+Latency on synthetic shapes says what one batch costs; this says what a user
+gets for a file of real questions. Two batching policies are compared on the
+same rows and runner (see :mod:`bertrt.bench.batching`): padding every row
+to ``max_length`` versus sorting by length and padding per batch. Rounds
+alternate the policies so slow drift of the machine hits both alike; each
+figure is the median over rounds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from bertrt.bench.backends.base import Runner
+from bertrt.bench.batching import POLICIES, batches
+
+
+def run_policy(
+    runner: Runner,
+    tokenizer: Any,
+    texts: Sequence[str],
+    policy: str,
+    batch_size: int,
+    max_length: int,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One timed pass over ``texts``: wall seconds, samples/s, and how many tokens were padding."""
+    real = total = 0
+    start = time.perf_counter()
+    stream = batches(policy, tokenizer, texts, batch_size, max_length)
+    bar = tqdm(
+        stream,
+        total=-(-len(texts) // batch_size),
+        desc=f"e2e {policy} {runner.label}",
+        unit="batch",
+        disable=not progress,
+        leave=False,
+    )
+    for _, batch in bar:
+        runner(batch)
+        mask = batch["attention_mask"]
+        real += int(mask.sum())
+        total += int(mask.size)
+    wall = time.perf_counter() - start
+    return {
+        "wall_s": wall,
+        "samples_per_s": len(texts) / wall,
+        "real_token_fraction": real / total if total else 0.0,
+    }
+
+
+def measure_e2e(
+    runner: Runner,
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_size: int,
+    max_length: int,
+    repeats: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Both policies on one runner; medians over ``repeats`` rounds and the bucketing speed-up."""
+    warm = list(texts[: batch_size * 2])
+    for policy in POLICIES:  # untimed: first-call allocations, tokenizer caches
+        run_policy(runner, tokenizer, warm, policy, batch_size, max_length, progress=False)
+    rounds: dict[str, list[dict[str, float]]] = {p: [] for p in POLICIES}
+    for _ in range(max(repeats, 1)):
+        for policy in POLICIES:
+            rounds[policy].append(
+                run_policy(runner, tokenizer, texts, policy, batch_size, max_length, progress)
+            )
+    out: dict[str, Any] = {
+        "backend": runner.label,
+        "rows": len(texts),
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "repeats": max(repeats, 1),
+    }
+    for policy, results in rounds.items():
+        rates = [r["samples_per_s"] for r in results]
+        out[policy] = {
+            "samples_per_s": statistics.median(rates),
+            "samples_per_s_spread": [min(rates), max(rates)],
+            "wall_s": statistics.median(r["wall_s"] for r in results),
+            "real_token_fraction": results[0]["real_token_fraction"],
+        }
+    out["bucketing_speedup"] = out["bucketed"]["samples_per_s"] / out["pad_to_max"]["samples_per_s"]
+    return out

@@ -1,0 +1,97 @@
+"""What machine and software a benchmark ran on, and the thread counts it pinned.
+
+Figures without this are not comparable: the same model is 3x apart on two
+CPUs, and ONNX Runtime and PyTorch both pick thread counts on their own
+unless told. :func:`pin_threads` fixes them; :func:`machine_info` records
+the values actually in effect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from typing import Any
+
+from bertrt.artifacts import package_versions
+
+
+def usable_cores() -> int:
+    with contextlib.suppress(AttributeError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def pin_threads(threads: int | None) -> int:
+    """Pin PyTorch's intra-op threads (inter-op to 1); returns the count ORT should use too."""
+    import torch
+
+    count = threads or usable_cores()
+    torch.set_num_threads(count)
+    with contextlib.suppress(RuntimeError):  # only settable before the first parallel region
+        torch.set_num_interop_threads(1)
+    return count
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD features that decide which kernels run (AVX-512, VNNI, BF16, AMX)."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in flags]
+    return []
+
+
+def gpu_info() -> dict[str, Any] | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "cuda": torch.version.cuda,
+    }
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load: other processes on the cores make every figure slower."""
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(x, 2) for x in os.getloadavg()]
+    return None
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    import onnxruntime as ort
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": usable_cores(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": {
+            "torch_intra_op": torch.get_num_threads(),
+            "torch_inter_op": torch.get_num_interop_threads(),
+            "onnxruntime_intra_op": threads,
+            "onnxruntime_inter_op": 1,
+        },
+        "gpu": gpu_info(),
+        "load_average_at_end": load_average(),
+        "onnxruntime_providers": ort.get_available_providers(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": package_versions(),
+    }

@@ -1,0 +1,312 @@
+"""The bench stage: latency grid, test-split accuracy and end-to-end throughput of every runner.
+
+Order of work, so that each figure is comparable with the others:
+
+1. discover the runners this run and machine allow (the rest are listed as
+   skipped, with the reason);
+2. pin thread counts once for the whole process and record them;
+3. for each runner, in one activation: the latency grid on synthetic inputs
+   shared by all runners, then logits on the same bucketed test batches;
+4. score each runner against the labels and the torch fp32 reference;
+5. end-to-end throughput (tokenize + infer) under both batching policies for
+   the chosen runners;
+6. write results.json/csv/md and the plots, and record the stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from bertrt.artifacts import RunDir, StageTimer
+from bertrt.bench import accuracy as acc
+from bertrt.bench.backends.base import Runner
+from bertrt.bench.backends.torch_backend import TorchRunner
+from bertrt.bench.discovery import Candidate, Discovery, cuda_available, discover, selected
+from bertrt.bench.e2e import measure_e2e
+from bertrt.bench.machine import load_average, machine_info, pin_threads
+from bertrt.bench.report import add_speedups, choose_best, summary_targets, write_reports
+from bertrt.bench.timing import TimingPlan, measure, synthetic_batch
+from bertrt.config import BenchConfig, Config
+from bertrt.errors import BertrtError, ConfigError
+
+log = logging.getLogger(__name__)
+
+# What --quick changes: the CI / first-run grid (≤ 3 minutes for MiniLM on 2 cores).
+QUICK = {
+    "batch_sizes": [1, 32],
+    "seq_lengths": [128],
+    "warmup": 2,
+    "iterations": 5,
+    "min_round_s": 0.3,
+    "repeats": 3,
+    "accuracy_rows": 512,
+    "e2e_rows": 512,
+    "e2e_repeats": 3,
+    "e2e_max_lengths": [],
+}
+
+
+def effective(cfg: BenchConfig) -> BenchConfig:
+    """The bench settings in force: ``cfg``, with the quick grid laid over it when asked."""
+    if not cfg.quick:
+        return cfg
+    return dataclasses.replace(cfg, **QUICK)  # type: ignore[arg-type]
+
+
+def run(config: Config, run: RunDir) -> dict[str, Any]:
+    timer = StageTimer()
+    cfg = effective(config.bench)
+    run.require("bench", [run.merged], producer="train")
+    threads = pin_threads(cfg.threads)
+    load_at_start = load_average()
+    phases: dict[str, float] = {}
+    max_shape = (
+        max([*cfg.batch_sizes, cfg.accuracy_batch_size, cfg.e2e_batch_size]),
+        max([*cfg.seq_lengths, *cfg.e2e_max_lengths, config.model.max_length]),
+    )
+    found = discover(
+        run,
+        threads,
+        cfg.backends,
+        config.engines.precisions,
+        max_shape,
+        cuda_graphs=config.engines.cuda_graphs,
+    )
+    if not found.runners:
+        raise ConfigError(
+            f"bench: no runner left (bench.backends={cfg.backends}); skipped: "
+            + "; ".join(f"{s['backend']}: {s['reason']}" for s in found.skipped)
+        )
+    model_info = _model_info(run)
+    grid = _grid(cfg, model_info["max_position_embeddings"], found)
+    from bertrt.data import load_split
+
+    test = load_split(run, ("test",))["test"]
+    tokenizer, eval_set = _eval_set(config, cfg, run, test)
+    reference = _reference_label()
+
+    phase = StageTimer()
+    latency, logits, runners = _measure_all(
+        found, grid, cfg, model_info, eval_set, config.seed, (run, threads)
+    )
+    phases["latency_and_accuracy_s"] = round(phase.elapsed, 1)
+    ref_logits = logits.get(reference)
+    accuracy = [
+        {**runners[label], **acc.score(out, eval_set.labels, ref_logits)}
+        for label, out in logits.items()
+        if label in runners
+    ]
+    add_speedups(latency)
+    phase = StageTimer()
+    e2e = _e2e(cfg, config, found, runners, latency, accuracy, tokenizer, test)
+    phases["e2e_s"] = round(phase.elapsed, 1)
+    machine = machine_info(threads)
+    machine["load_average_at_start"] = load_at_start
+
+    results: dict[str, Any] = {
+        "run": str(run.root),
+        "quick": cfg.quick,
+        "settings": dataclasses.asdict(cfg),
+        "model": model_info,
+        "machine": machine,
+        "reference": reference,
+        "latency_inputs": "synthetic token ids of exactly (batch, seq), full attention mask, "
+        "identical for every backend; accuracy and e2e use real test rows",
+        "latency": latency,
+        "accuracy": accuracy,
+        "e2e": e2e,
+        "skipped": found.skipped,
+    }
+    results["targets"] = summary_targets(results, cfg.accuracy_budget)
+    results["phases"] = phases
+    results["wall_s"] = round(timer.elapsed, 1)
+    outputs = write_reports(run.bench_dir, results)
+    used = {p for c in found.runners if c.label in runners for p in c.inputs if p.exists()}
+    run.record(
+        "bench",
+        inputs=[run.split, run.merged, *sorted(used - {run.merged})],
+        outputs=outputs,
+        wall_s=timer.elapsed,
+        extra={"backends": list(runners), "skipped": len(found.skipped), "quick": cfg.quick},
+    )
+    log.info("bench: wrote %s in %.0f s", run.bench_dir, timer.elapsed)
+    return results
+
+
+def _measure_all(
+    found: Discovery,
+    grid: list[tuple[int, int]],
+    cfg: BenchConfig,
+    model_info: dict[str, Any],
+    eval_set: acc.EvalSet,
+    seed: int,
+    where: tuple[RunDir, int],
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, dict[str, str]]]:
+    """Latency rows, test logits and descriptions of every runner that ran (reference first)."""
+    latency: list[dict[str, Any]] = []
+    logits: dict[str, np.ndarray] = {}
+    runners: dict[str, dict[str, str]] = {}
+    reference = _reference_label()
+    if reference not in found.labels():  # not selected, but agreement needs it
+        logits[reference] = _reference_logits(*where, eval_set)
+    for cand in _reference_first(found.runners, reference):
+        outcome = _bench_runner(cand, grid, cfg, model_info, eval_set, seed, found)
+        if outcome is not None:
+            runners[cand.label], rows, logits[cand.label] = outcome
+            latency.extend(rows)
+    return latency, logits, runners
+
+
+def _model_info(run: RunDir) -> dict[str, Any]:
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(run.merged))
+    return {
+        "dir": str(run.merged),
+        "model_type": cfg.model_type,
+        "layers": getattr(cfg, "num_hidden_layers", None),
+        "hidden_size": getattr(cfg, "hidden_size", None),
+        "vocab_size": int(cfg.vocab_size),
+        "max_position_embeddings": int(getattr(cfg, "max_position_embeddings", 512)),
+    }
+
+
+def _grid(cfg: BenchConfig, max_positions: int, found: Discovery) -> list[tuple[int, int]]:
+    """(batch, seq) cells; seqs beyond the model's positions are recorded as skipped."""
+    seqs = []
+    for seq in cfg.seq_lengths:
+        if seq > max_positions:
+            found.skip(f"all/seq{seq}", f"seq {seq} > max_position_embeddings {max_positions}")
+        else:
+            seqs.append(seq)
+    return [(b, s) for b in cfg.batch_sizes for s in seqs]
+
+
+def _eval_set(
+    config: Config, cfg: BenchConfig, run: RunDir, test: pd.DataFrame
+) -> tuple[Any, acc.EvalSet]:
+    from bertrt.modeling import load_tokenizer
+
+    if cfg.accuracy_rows is not None:
+        test = test.head(cfg.accuracy_rows)
+    tokenizer = load_tokenizer(run.merged)
+    eval_set = acc.build_eval_set(
+        tokenizer,
+        test["text"].tolist(),
+        test["label"].tolist(),
+        cfg.accuracy_batch_size,
+        config.model.max_length,
+    )
+    return tokenizer, eval_set
+
+
+def _reference_label() -> str:
+    return "torch/fp32/cuda" if cuda_available() else "torch/fp32/cpu"
+
+
+def _reference_first(cands: list[Candidate], reference: str) -> list[Candidate]:
+    return sorted(cands, key=lambda c: c.label != reference)
+
+
+def _reference_logits(run: RunDir, threads: int, eval_set: acc.EvalSet) -> np.ndarray:
+    device = "cuda" if cuda_available() else "cpu"
+    with TorchRunner(run.merged, "fp32", device, threads) as runner:
+        return acc.predict(runner, eval_set)
+
+
+def _describe(runner: Runner) -> dict[str, str]:
+    return {
+        "backend": runner.label,
+        "framework": runner.name,
+        "variant": runner.variant or runner.precision,
+        "precision": runner.precision,
+        "device": runner.device,
+    }
+
+
+def _bench_runner(
+    cand: Candidate,
+    grid: list[tuple[int, int]],
+    cfg: BenchConfig,
+    model_info: dict[str, Any],
+    eval_set: acc.EvalSet,
+    seed: int,
+    found: Discovery,
+) -> tuple[dict[str, str], list[dict[str, Any]], np.ndarray] | None:
+    """Latency grid + test logits of one runner in one activation; None if it cannot run."""
+    plan = TimingPlan(cfg.warmup, cfg.iterations, cfg.repeats, cfg.min_round_s, cfg.max_iterations)
+    runner = cand.build()
+    rows: list[dict[str, Any]] = []
+    try:
+        with runner:
+            info = _describe(runner)
+            for batch, seq in tqdm(grid, desc=f"latency {cand.label}", unit="shape"):
+                limit = getattr(runner, "shape_error", None)
+                reason = limit(batch, seq) if callable(limit) else None
+                if reason:
+                    found.skip(f"{cand.label}/b{batch}s{seq}", str(reason))
+                    continue
+                inputs = synthetic_batch(batch, seq, model_info["vocab_size"], seed)
+                try:
+                    result = measure(runner, inputs, plan)
+                except BertrtError as err:  # e.g. a shape outside a TensorRT profile
+                    found.skip(f"{cand.label}/b{batch}s{seq}", str(err))
+                    continue
+                rows.append({**info, "batch": batch, "seq": seq, **result.to_dict()})
+            out = acc.predict(runner, eval_set)
+    except Exception as err:
+        if acc.is_reference(cand.label):
+            raise
+        log.warning("bench: %s failed", cand.label, exc_info=True)
+        found.skip(cand.label, f"failed while running: {type(err).__name__}: {err}")
+        return None
+    return info, rows, out
+
+
+def _e2e(
+    cfg: BenchConfig,
+    config: Config,
+    found: Discovery,
+    runners: dict[str, dict[str, str]],
+    latency: list[dict[str, Any]],
+    accuracy: list[dict[str, Any]],
+    tokenizer: Any,
+    test: pd.DataFrame,
+) -> dict[str, Any]:
+    best = choose_best(latency, accuracy, cfg.accuracy_budget)
+    labels = [
+        label
+        for label in runners
+        if (label == best and "best" in cfg.e2e_backends)
+        or selected(label, [p for p in cfg.e2e_backends if p != "best"])
+    ]
+    if not labels:
+        return {"runs": [], "note": "no backend selected by bench.e2e_backends"}
+    if cfg.e2e_rows is not None:
+        test = test.head(cfg.e2e_rows)
+    texts = test["text"].tolist()
+    cands = {c.label: c for c in found.runners}
+    lengths = cfg.e2e_max_lengths or [config.model.max_length]
+    runs: list[dict[str, Any]] = []
+    for label in labels:
+        with cands[label].build() as runner:
+            runs.extend(
+                measure_e2e(runner, tokenizer, texts, cfg.e2e_batch_size, length, cfg.e2e_repeats)
+                for length in lengths
+            )
+    primary = next((r for r in runs if r["backend"] == best), runs[0])
+    return {
+        "backend": primary["backend"],
+        "rows": primary["rows"],
+        "max_length": primary["max_length"],
+        "pad_to_max": primary["pad_to_max"],
+        "bucketed": primary["bucketed"],
+        "bucketing_speedup": primary["bucketing_speedup"],
+        "runs": runs,
+    }

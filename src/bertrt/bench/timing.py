@@ -1,0 +1,149 @@
+"""Latency of one runner on one input shape, measured the way a GPU or CPU engineer would.
+
+* Inputs are built once, outside the timed region, identical for every
+  runner (:func:`synthetic_batch`, seeded), and converted to the runner's
+  native form (``prepare``: CUDA tensors, OrtValues) before timing.
+* Warm-up iterations run first and are discarded (allocator, autotuning,
+  lazy kernel selection, CPU caches).
+* On CUDA each iteration is timed with CUDA events recorded around the
+  enqueue on the runner's stream and waited for; on the CPU with
+  ``time.perf_counter`` around ``infer`` + ``synchronize``.
+* The timed iterations are split into ``repeats`` rounds; every figure
+  reported is the median over rounds of that round's statistic, and the
+  rounds' min/max of p50 is the spread a second run should land in.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from bertrt.bench.backends.base import Batch, Runner
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    warmup: int
+    iterations: int
+    repeats: int
+    # Each round runs at least this long (more iterations for fast shapes, so
+    # that p99 of a 7 ms batch rests on more than 30 samples).
+    min_round_s: float = 0.0
+    max_iterations: int = 1000
+
+
+@dataclass
+class LatencyResult:
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    samples_per_s: float
+    p50_spread_ms: tuple[float, float]
+    samples_per_s_spread: tuple[float, float]
+    iterations: int
+    repeats: int
+    timer: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["p50_spread_ms"] = list(self.p50_spread_ms)
+        out["samples_per_s_spread"] = list(self.samples_per_s_spread)
+        return out
+
+
+def synthetic_batch(batch: int, seq: int, vocab_size: int, seed: int = 0) -> Batch:
+    """Random token ids of exactly (batch, seq), [CLS] ... [SEP], full attention mask.
+
+    Latency depends on the shape, not on which tokens are present, so random
+    ids are fine here; accuracy and end-to-end figures use real test rows.
+    """
+    rng = np.random.default_rng(seed + 1000 * batch + seq)
+    ids = rng.integers(1000, max(vocab_size, 1001), size=(batch, seq), dtype=np.int64)
+    ids[:, 0] = 101  # [CLS] in BERT uncased vocabularies
+    ids[:, -1] = 102  # [SEP]
+    return {
+        "input_ids": ids,
+        "attention_mask": np.ones((batch, seq), dtype=np.int64),
+        "token_type_ids": np.zeros((batch, seq), dtype=np.int64),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def _cpu_timer(runner: Runner, prepared: Any) -> Callable[[], float]:
+    def once() -> float:
+        start = time.perf_counter()
+        runner.infer(prepared)
+        runner.synchronize()
+        return (time.perf_counter() - start) * 1e3
+
+    return once
+
+
+def _cuda_timer(runner: Runner, prepared: Any) -> Callable[[], float]:
+    import torch
+
+    stream = runner.timing_stream() or torch.cuda.current_stream()
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+
+    def once() -> float:
+        runner.synchronize()
+        start.record(stream)
+        runner.infer(prepared)
+        end.record(stream)
+        end.synchronize()
+        # Runners that compute on another stream (or host-synchronous ones such
+        # as ORT's CUDA provider) are finished by now; this is a no-op then.
+        runner.synchronize()
+        return float(start.elapsed_time(end))
+
+    return once
+
+
+def timer_for(runner: Runner, prepared: Any) -> tuple[str, Callable[[], float]]:
+    if runner.device == "cuda":
+        return "cuda-events", _cuda_timer(runner, prepared)
+    return "perf_counter", _cpu_timer(runner, prepared)
+
+
+def measure(runner: Runner, batch: Batch, plan: TimingPlan) -> LatencyResult:
+    """Warm up, then time ``plan.repeats`` rounds of ``infer`` on one prepared batch."""
+    prepared = runner.prepare(batch)
+    kind, once = timer_for(runner, prepared)
+    warm = [once() for _ in range(max(plan.warmup, 1))]
+    typical = max(statistics.median(warm[-3:]), 1e-3)
+    per_round = max(plan.iterations, math.ceil(plan.min_round_s * 1e3 / typical))
+    per_round = min(per_round, plan.max_iterations)
+    n = int(next(iter(batch.values())).shape[0])
+    rounds = [[once() for _ in range(per_round)] for _ in range(max(plan.repeats, 1))]
+    return summarize(rounds, n, kind)
+
+
+def summarize(rounds: list[list[float]], batch: int, timer: str) -> LatencyResult:
+    """Per-round statistics, then the median over rounds (and the spread of p50/throughput)."""
+    p50s = [percentile(r, 50) for r in rounds]
+    rates = [batch * 1e3 / statistics.fmean(r) for r in rounds]
+    return LatencyResult(
+        p50_ms=statistics.median(p50s),
+        p90_ms=statistics.median(percentile(r, 90) for r in rounds),
+        p99_ms=statistics.median(percentile(r, 99) for r in rounds),
+        mean_ms=statistics.median(statistics.fmean(r) for r in rounds),
+        min_ms=min(min(r) for r in rounds),
+        samples_per_s=statistics.median(rates),
+        p50_spread_ms=(min(p50s), max(p50s)),
+        samples_per_s_spread=(min(rates), max(rates)),
+        iterations=sum(len(r) for r in rounds),
+        repeats=len(rounds),
+        timer=timer,
+    )
