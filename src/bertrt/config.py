@@ -76,6 +76,12 @@ class TrainConfig:
     logging_steps: int = 20
     dataloader_workers: int = 0
     merge_tolerance: float = 1e-4
+    # Validation rows on which merged and unmerged logits are compared (fp32).
+    merge_check_rows: int = 64
+    # Stop after this many optimizer steps (throughput checks); None = whole epochs.
+    max_steps: int | None = None
+    # Batch rows of similar length together: less padding, faster on the CPU.
+    group_by_length: bool = True
 
 
 @dataclass
@@ -93,13 +99,19 @@ class CalibrationConfig:
     rows: int = 256
     batch_size: int = 16
     method: Literal["minmax", "entropy", "percentile"] = "percentile"
-    percentile: float = 99.999
+    percentile: float = 99.9999
     sweep: bool = False
     sweep_percentiles: list[float] = field(default_factory=lambda: [99.9, 99.99, 99.999, 99.9999])
     # Accuracy budget, in percentage points of validation accuracy below fp32.
     accuracy_budget: float = 0.5
     sensitivity_max_excluded: int = 8
+    # Validation rows the per-node sensitivity pass compares logits on.
+    sensitivity_rows: int = 128
     eval_rows: int | None = 1000
+    # Candidates for the CPU deployment model (onnx/model.cpu.onnx); fastest in budget wins.
+    cpu_candidates: list[str] = field(
+        default_factory=lambda: ["dynamic-int8-opt", "dynamic-int8", "static-u8s8", "fp32-opt"]
+    )
 
 
 @dataclass
@@ -120,15 +132,38 @@ class EngineConfig:
 
 @dataclass
 class BenchConfig:
+    # Latency grid; seq lengths above the model's max_position_embeddings are
+    # skipped with the reason recorded.
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
     seq_lengths: list[int] = field(default_factory=lambda: [128, 256, 512])
-    warmup: int = 5
-    iterations: int = 30
+    warmup: int = 3
+    # Timed iterations per round: at least `iterations`, and more until a round
+    # lasts `min_round_s` (fast shapes get enough samples for p99), at most
+    # `max_iterations`. Every figure is the median over `repeats` rounds.
+    iterations: int = 10
+    min_round_s: float = 1.0
+    max_iterations: int = 500
     repeats: int = 3
+    # Threads for PyTorch and ONNX Runtime intra-op pools; None = usable cores.
     threads: int | None = None
+    # "all", labels (torch/fp32/cpu), prefixes (onnxruntime, onnxruntime/int8) or globs.
     backends: list[str] = field(default_factory=lambda: ["all"])
+    # Test rows scored per backend (None = the whole test split).
     accuracy_rows: int | None = None
+    accuracy_batch_size: int = 32
+    # A backend counts as "within budget" when its accuracy is at most this
+    # many points below the torch fp32 reference.
+    accuracy_budget: float = 0.5
     e2e_batch_size: int = 32
+    # End-to-end runs: "best" = the fastest backend within the accuracy budget
+    # at the largest batch; also labels/prefixes/globs as in `backends`.
+    e2e_backends: list[str] = field(default_factory=lambda: ["best"])
+    e2e_rows: int | None = None
+    e2e_repeats: int = 3
+    # Truncation/padding lengths of the e2e runs; empty = [model.max_length]. 512 is
+    # the reference project's setting (every row padded to 512), where most of a
+    # row is padding and bucketing gains most.
+    e2e_max_lengths: list[int] = field(default_factory=list)
     # --quick: a small grid (batch 1 and 32, seq 128), few iterations and a
     # capped accuracy set, for CI and the README's first run.
     quick: bool = False
