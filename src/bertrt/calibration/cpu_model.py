@@ -1,0 +1,168 @@
+"""The CPU deployment model: the fastest ONNX Runtime CPU graph within the accuracy budget.
+
+The Q/DQ model TensorRT wants (signed int8 activations) is slow on ONNX
+Runtime's CPU provider: only half its MatMuls map to int8 kernels
+(FINDINGS.md). So the CPU gets its own model, chosen among:
+
+* ``dynamic-int8-opt``: dynamic int8 (weights int8, activations quantized at
+  run time) on the fused graph (model.opt.onnx);
+* ``dynamic-int8``: the same on the plain fp32 graph;
+* ``static-u8s8``: calibrated static Q/DQ with unsigned activations (U8S8, the
+  form ORT's CPU kernels fuse), MatMul/Gemm inputs only;
+* ``fp32-opt``: the fused fp32 graph, the fallback that is always in budget.
+
+Each is scored on validation accuracy and timed at seq = max_length; the
+fastest within the budget wins (score: geometric mean of batch-1 latency and
+batch-32 per-row latency).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertrt.calibration.quantize import quantize_qdq, quiet_ort
+from bertrt.calibration.sweep import EvalSet, accuracy_of, logits
+from bertrt.errors import ConfigError
+from bertrt.export.verify import ort_session
+from bertrt.modeling import OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+Batch = dict[str, np.ndarray]
+
+
+@dataclass
+class CpuCandidate:
+    name: str
+    source: str
+    val_accuracy: float = 0.0
+    drop: float = 0.0
+    latency_ms_b1: float = 0.0
+    latency_ms_b32: float = 0.0
+    score_ms: float = 0.0
+    within_budget: bool = False
+    build_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def quantize_dynamic_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 of MatMul/Gemm (and the fused Attention in the optimized graph)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with quiet_ort():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            per_channel=False,
+            weight_type=QuantType.QInt8,
+            # Needed on the fused graph, whose contrib ops have no type info (FINDINGS.md).
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+
+
+def measure_latency(path: Path, batch: Batch, iterations: int, warmup: int = 2) -> float:
+    """Median ms of one inference on ``batch`` (2 threads)."""
+    session = ort_session(path, threads=2)
+    feed = {i.name: batch[i.name] for i in session.get_inputs()}
+    for _ in range(warmup):
+        session.run([OUTPUT_NAME], feed)
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        session.run([OUTPUT_NAME], feed)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(statistics.median(times))
+
+
+CPU_CANDIDATES = ("dynamic-int8-opt", "dynamic-int8", "static-u8s8", "fp32-opt")
+
+
+def build_candidates(
+    names: Sequence[str],
+    fp32: Path,
+    opt: Path,
+    prepared: Path,
+    u8_ranges: Callable[[], Any],
+    workdir: Path,
+) -> dict[str, tuple[Path, str, Callable[[], object]]]:
+    """name -> (path, source description, builder); ``u8_ranges`` calibrates lazily."""
+    unknown = sorted(set(names) - set(CPU_CANDIDATES))
+    if unknown:
+        raise ConfigError(
+            f"calibration.cpu_candidates: unknown {unknown}; choose from {list(CPU_CANDIDATES)}"
+        )
+    builders: dict[str, tuple[str, Callable[[Path], object]]] = {
+        "dynamic-int8-opt": ("model.opt.onnx", lambda p: quantize_dynamic_int8(opt, p)),
+        "dynamic-int8": ("model.onnx", lambda p: quantize_dynamic_int8(fp32, p)),
+        "static-u8s8": (
+            "model.onnx",
+            lambda p: quantize_qdq(prepared, u8_ranges(), p, activation_signed=False),
+        ),
+        "fp32-opt": ("model.opt.onnx", lambda p: shutil.copyfile(opt, p)),
+    }
+    out: dict[str, tuple[Path, str, Callable[[], object]]] = {}
+    for name in names:
+        source, build = builders[name]
+        path = workdir / f"cpu-{name}.onnx"
+        out[name] = (path, source, lambda b=build, p=path: b(p))  # type: ignore[misc]
+    return out
+
+
+def choose_cpu_model(
+    candidates: dict[str, tuple[Path, str, Callable[[], object]]],
+    data: EvalSet,
+    fp32_accuracy: float,
+    budget: float,
+    timing_batches: Sequence[Batch],
+    rounds: int = 3,
+) -> tuple[CpuCandidate, list[CpuCandidate], Path]:
+    """Build, score and time each candidate; return the winner, all results and its path.
+
+    Timing goes round-robin over the candidates, ``rounds`` times, keeping each
+    one's best median: a burst of load from other processes then slows one
+    round, not one candidate.
+    """
+    results: list[tuple[CpuCandidate, Path]] = []
+    for name, (path, source, build) in candidates.items():
+        start = time.perf_counter()
+        build()
+        cand = CpuCandidate(name, source, build_s=round(time.perf_counter() - start, 2))
+        cand.val_accuracy = accuracy_of(logits(path, data), data)
+        cand.drop = round(fp32_accuracy - cand.val_accuracy, 3)
+        cand.within_budget = cand.drop <= budget
+        results.append((cand, path))
+    b1, b32 = timing_batches
+    best_b1 = {c.name: float("inf") for c, _ in results}
+    best_b32 = dict(best_b1)
+    for _ in range(rounds):
+        for cand, path in results:
+            best_b1[cand.name] = min(best_b1[cand.name], measure_latency(path, b1, 10))
+            best_b32[cand.name] = min(best_b32[cand.name], measure_latency(path, b32, 1, 1))
+    for cand, _ in results:
+        cand.latency_ms_b1 = round(best_b1[cand.name], 3)
+        cand.latency_ms_b32 = round(best_b32[cand.name], 3)
+        cand.score_ms = round(float(np.sqrt(cand.latency_ms_b1 * cand.latency_ms_b32 / 32)), 3)
+        log.info(
+            "cpu candidate %s: val %.2f%%, b1 %.1f ms, b32 %.1f ms",
+            cand.name,
+            cand.val_accuracy,
+            cand.latency_ms_b1,
+            cand.latency_ms_b32,
+        )
+    eligible = [r for r in results if r[0].within_budget]
+    if eligible:
+        best, path = min(eligible, key=lambda r: (r[0].score_ms, -r[0].val_accuracy))
+    else:  # nothing in budget (not even fp32-opt): keep the most accurate
+        best, path = max(results, key=lambda r: r[0].val_accuracy)
+    return best, [c for c, _ in results], path

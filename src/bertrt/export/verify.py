@@ -1,0 +1,142 @@
+"""Parity of an ONNX graph against the PyTorch model, apart from the export itself.
+
+Like optimum's exporters, verification is its own function and raises typed
+errors that say what differed, by how much, at which tolerance and on which
+batch. The batches are real validation rows at several batch sizes and
+sequence lengths, padded to the length (so padded positions are exercised)
+and, once, dynamically padded to the longest row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertrt.errors import VerificationError
+from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, encode
+
+Batch = dict[str, np.ndarray]
+
+
+class ShapeMismatchError(VerificationError):
+    """The ONNX output's shape differs from PyTorch's on the same batch."""
+
+
+class ToleranceExceededError(VerificationError):
+    """The largest absolute logit difference is above the tolerance."""
+
+
+@dataclass
+class ParityCase:
+    name: str
+    batch: Batch
+    reference: np.ndarray | None = None
+
+
+@dataclass
+class CaseResult:
+    case: str
+    shape: list[int]
+    max_abs_diff: float
+    padded_fraction: float
+
+
+@dataclass
+class VerifyReport:
+    model: str
+    tolerance: float
+    max_abs_diff: float
+    cases: list[CaseResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parity_cases(
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_sizes: Sequence[int],
+    seq_lengths: Sequence[int],
+) -> list[ParityCase]:
+    """Batches of real rows: every (batch, seq) padded to seq, plus one dynamically padded."""
+    texts = list(texts)
+    if not texts:
+        raise VerificationError("verify: no validation rows to check parity on")
+    cases = []
+    for bs in batch_sizes:
+        for seq in seq_lengths:
+            chunk = [texts[(i + bs * seq) % len(texts)] for i in range(bs)]
+            cases.append(
+                ParityCase(f"b{bs}-s{seq}", encode(tokenizer, chunk, seq, padding="max_length"))
+            )
+    bs = max(batch_sizes)
+    chunk = [texts[i % len(texts)] for i in range(bs)]
+    cases.append(ParityCase(f"b{bs}-longest", encode(tokenizer, chunk, max(seq_lengths))))
+    return cases
+
+
+def torch_reference(model: Any, cases: list[ParityCase]) -> None:
+    """Fill each case's reference logits with the PyTorch model's output."""
+    import torch
+
+    with torch.inference_mode():
+        for case in cases:
+            inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in case.batch.items()}
+            case.reference = model(**inputs).logits.float().numpy()
+
+
+def ort_session(path: Path, threads: int = 2) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise VerificationError(f"{path}: ONNX Runtime cannot load it ({err})") from err
+
+
+def verify_onnx(
+    path: Path,
+    cases: list[ParityCase],
+    tolerance: float,
+    session_factory: Callable[[Path], Any] = ort_session,
+) -> VerifyReport:
+    """Run ``path`` on every case and compare with its reference logits.
+
+    Raises ShapeMismatchError or ToleranceExceededError naming the case; returns
+    the per-case figures (recorded in the manifest) when all pass.
+    """
+    session = session_factory(path)
+    names = [i.name for i in session.get_inputs()]
+    if sorted(names) != sorted(INPUT_NAMES):
+        raise ShapeMismatchError(f"{path}: inputs are {names}, expected {list(INPUT_NAMES)}")
+    results = []
+    for case in cases:
+        if case.reference is None:
+            raise ValueError(f"verify: case {case.name} has no reference logits")
+        out = session.run([OUTPUT_NAME], {n: case.batch[n] for n in names})[0]
+        if out.shape != case.reference.shape:
+            raise ShapeMismatchError(
+                f"{path}: on batch {case.name} output {OUTPUT_NAME} has shape {list(out.shape)}, "
+                f"PyTorch gives {list(case.reference.shape)}"
+            )
+        diff = float(np.max(np.abs(out.astype(np.float32) - case.reference)))
+        if not np.isfinite(diff) or diff > tolerance:
+            raise ToleranceExceededError(
+                f"{path}: on batch {case.name} max |logit diff| vs PyTorch is {diff:.3g}, "
+                f"above the tolerance {tolerance:g}"
+            )
+        mask = case.batch["attention_mask"]
+        results.append(CaseResult(case.name, list(out.shape), diff, float(1.0 - mask.mean())))
+    return VerifyReport(
+        model=path.name,
+        tolerance=tolerance,
+        max_abs_diff=max(r.max_abs_diff for r in results),
+        cases=results,
+    )

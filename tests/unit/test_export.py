@@ -1,0 +1,134 @@
+"""Export stage on a tiny random BERT: artifacts, parity, fusion, fp16 types, typed errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from bertrt.artifacts import RunDir, read_json, sha256_path
+from bertrt.config import load_config
+from bertrt.errors import MissingArtifactError, VerificationError
+from bertrt.export import ShapeMismatchError, ToleranceExceededError, verify_onnx
+from bertrt.export.verify import ParityCase
+from tests.conftest import synthetic_rows, write_csv
+
+
+def make_trained_run(root: Path, tiny_base: Path, rows: int = 200) -> RunDir:
+    """A run with a split of synthetic rows and tiny_base standing in for `bertrt train`."""
+    from bertrt.data.stage import run as data_stage
+
+    csv = write_csv(root / "train-sample.csv", synthetic_rows(rows))
+    run = RunDir(root / "run")
+    data_stage(load_config(overrides=[f"data.csv={csv}"]), run)
+    shutil.copytree(tiny_base, run.merged)
+    run.record("train", inputs=[run.split], outputs=[run.merged], wall_s=0.0)
+    return run
+
+
+def small_config(**sets: object):  # type: ignore[no-untyped-def]
+    overrides = [
+        "model.max_length=32",
+        "export.verify_batch_sizes=[1,3]",
+        "export.verify_seq_lengths=[8,32]",
+        "export.verify_rows=16",
+    ]
+    return load_config(overrides=overrides + [f"{k}={v}" for k, v in sets.items()])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> RunDir:
+    from bertrt.export.stage import run as export_stage
+
+    run = make_trained_run(tmp_path_factory.mktemp("export"), tiny_base)
+    export_stage(small_config(), run)
+    return run
+
+
+def test_export_before_training_names_train(tmp_path: Path) -> None:
+    from bertrt.export.stage import run as export_stage
+
+    with pytest.raises(MissingArtifactError, match="bertrt train"):
+        export_stage(small_config(), RunDir(tmp_path / "run"))
+
+
+def test_export_writes_verified_models(exported: RunDir) -> None:
+    record = read_json(exported.manifest_path)["stages"]["export"]
+    for variant in ("fp32", "opt", "fp16"):
+        assert exported.rel(exported.onnx(variant)) in record["outputs"]
+    parity = record["extra"]["parity"]
+    assert parity["fp32"]["max_abs_diff"] <= 1e-4
+    assert parity["opt"]["max_abs_diff"] <= 1e-4
+    assert parity["fp16"]["max_abs_diff"] <= 1e-2
+    names = {c["case"] for c in parity["fp32"]["cases"]}
+    assert {"b1-s8", "b3-s32", "b3-longest"} <= names
+    # Padded batches are really exercised.
+    assert any(c["padded_fraction"] > 0 for c in parity["fp32"]["cases"])
+    assert set(record["extra"]["tensorrt_check"]) == {"fp32", "fp16"}
+
+
+def test_fp32_graph_has_dynamic_axes_and_contract(exported: RunDir) -> None:
+    model = onnx.load(str(exported.onnx("fp32")), load_external_data=False)
+    inputs = {i.name: i.type.tensor_type for i in model.graph.input}
+    assert set(inputs) == {"input_ids", "attention_mask", "token_type_ids"}
+    for t in inputs.values():
+        assert t.elem_type == onnx.TensorProto.INT64
+        assert [d.dim_param for d in t.shape.dim] == ["batch", "sequence"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+
+
+def test_optimized_graph_is_fused(exported: RunDir) -> None:
+    fused = read_json(exported.manifest_path)["stages"]["export"]["extra"]["opt"]
+    assert fused["fused_operators"].get("Attention") == 2  # tiny_base has 2 layers
+    assert fused["fused_operators"].get("SkipLayerNormalization", 0) >= 2
+    ops = {n.op_type for n in onnx.load(str(exported.onnx("opt"))).graph.node}
+    assert "Attention" in ops
+
+
+def test_fp16_keeps_io_and_norms_in_fp32(exported: RunDir) -> None:
+    model = onnx.load(str(exported.onnx("fp16")))
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    floats = {t.data_type for t in model.graph.initializer if t.data_type in (1, 10)}
+    assert onnx.TensorProto.FLOAT16 in floats
+    model = onnx.shape_inference.infer_shapes(model)
+    vi = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert vi.get(node.output[0]) == onnx.TensorProto.FLOAT, node.name
+
+
+def _cases(exported: RunDir) -> list[ParityCase]:
+    batch = {
+        "input_ids": np.array([[101, 2054, 102, 0]], dtype=np.int64),
+        "attention_mask": np.array([[1, 1, 1, 0]], dtype=np.int64),
+        "token_type_ids": np.zeros((1, 4), dtype=np.int64),
+    }
+    return [ParityCase("b1-s4", batch)]
+
+
+def test_verify_raises_tolerance_error(exported: RunDir) -> None:
+    cases = _cases(exported)
+    cases[0].reference = np.full((1, 2), 100.0, dtype=np.float32)
+    with pytest.raises(ToleranceExceededError, match=r"b1-s4.*above the tolerance"):
+        verify_onnx(exported.onnx("fp32"), cases, 1e-4)
+
+
+def test_verify_raises_shape_error(exported: RunDir) -> None:
+    cases = _cases(exported)
+    cases[0].reference = np.zeros((1, 3), dtype=np.float32)
+    with pytest.raises(ShapeMismatchError, match=r"shape \[1, 2\]"):
+        verify_onnx(exported.onnx("fp32"), cases, 1e-4)
+
+
+def test_corrupted_onnx_is_named_and_not_overwritten(exported: RunDir, tmp_path: Path) -> None:
+    from bertrt.export.onnx_export import load_onnx
+
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    before = sha256_path(bad)
+    with pytest.raises(VerificationError, match=str(bad)):
+        load_onnx(bad)
+    assert sha256_path(bad) == before
