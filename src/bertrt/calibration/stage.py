@@ -71,7 +71,8 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
     try:
         prepared = work / "prepared.onnx"
         prepare_model(fp32, prepared)
-        fp32_acc = accuracy_of(logits(fp32, data), data)
+        fp32_out = logits(fp32, data)
+        fp32_acc = accuracy_of(fp32_out, data)
         report["fp32_val_accuracy"] = fp32_acc
         int8_path, chosen, ranges = _int8(cfg, fp32, prepared, reader, data, fp32_acc, work, report)
         report["int8"]["tensorrt_check"] = check_trt_ready(
@@ -85,7 +86,7 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
         timing = _timing_batches(tokenizer, val["text"].tolist(), max_length)
         cands = build_candidates(cfg.cpu_candidates, fp32, opt, prepared, u8_ranges, work)
         best_cpu, cpu_all, cpu_path = choose_cpu_model(
-            cands, data, fp32_acc, cfg.accuracy_budget, timing
+            cands, data, fp32_out, cfg.accuracy_budget, timing
         )
         report["cpu"] = {
             "chosen": best_cpu.name,
