@@ -252,7 +252,12 @@ def to_markdown(results: dict[str, Any], plots: list[str]) -> str:
         "",
     ]
     load = [x for x in (m.get("load_average_at_start"), m.get("load_average_at_end")) if x]
-    if load and max(x[0] for x in load) > m["cores"] * 0.75:
+    # The benchmark's own threads count in the load average: only load beyond
+    # them (plus half a core of slack) means another process competed.
+    own = max(
+        (v for k, v in m.get("threads", {}).items() if isinstance(v, int)), default=m["cores"]
+    )
+    if load and max(x[0] for x in load) > own + 0.5:
         lines += [
             f"**Warning:** the 1-minute load average was {' then '.join(str(x[0]) for x in load)} "
             f"on {m['cores']} cores: other processes competed for the CPU and these figures "
