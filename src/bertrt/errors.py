@@ -36,10 +36,6 @@ class StaleArtifactError(BertrtError):
     exit_code = 4
 
 
-class NotImplementedStageError(BertrtError):
-    exit_code = 5
-
-
 class UnavailableError(BertrtError):
     """Needed hardware or software (CUDA, TensorRT) is absent on this machine."""
 
