@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 
+from bertrt.artifacts import RunDir
 from bertrt.data.kaggle import COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +69,19 @@ def write_csv(path: Path, rows: list[dict[str, str]], columns: tuple[str, ...] =
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def make_trained_run(root: Path, model_dir: Path, rows: int = 200) -> RunDir:
+    """A run with a split of synthetic rows and ``model_dir`` standing in for `bertrt train`."""
+    from bertrt.config import load_config
+    from bertrt.data.stage import run as data_stage
+
+    csv = write_csv(root / "train-sample.csv", synthetic_rows(rows))
+    run = RunDir(root / "run")
+    data_stage(load_config(overrides=[f"data.csv={csv}"]), run)
+    shutil.copytree(model_dir, run.merged)
+    run.record("train", inputs=[run.split], outputs=[run.merged], wall_s=0.0)
+    return run
 
 
 @pytest.fixture

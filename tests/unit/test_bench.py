@@ -25,8 +25,9 @@ from bertrt.bench.report import add_speedups, choose_best
 from bertrt.bench.stage import QUICK, effective
 from bertrt.bench.timing import TimingPlan, measure, summarize, synthetic_batch
 from bertrt.config import load_config
-from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, load_tokenizer
-from tests.conftest import synthetic_rows, write_csv
+from bertrt.export.onnx_export import export_onnx, load_torch_model
+from bertrt.modeling import INPUT_NAMES, load_tokenizer
+from tests.conftest import make_trained_run
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = [
@@ -42,41 +43,14 @@ FAST = [
 ]
 
 
-def _export_onnx(model_dir: Path, path: Path) -> None:
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), attn_implementation="eager"
-    ).eval()
-    ids = torch.ones(2, 8, dtype=torch.long)
-    axes = {name: {0: "batch", 1: "seq"} for name in INPUT_NAMES}
-    axes[OUTPUT_NAME] = {0: "batch"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        model,
-        (ids, ids, torch.zeros_like(ids)),
-        str(path),
-        input_names=list(INPUT_NAMES),
-        output_names=[OUTPUT_NAME],
-        dynamic_axes=axes,
-        opset_version=17,
-        dynamo=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def bench_run(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> RunDir:
     """data -> "train" (the tiny model as merged) -> "export" (fp32 ONNX), recorded in the manifest."""
-    import bertrt.data.stage as data_stage
 
-    root = tmp_path_factory.mktemp("bench-run")
-    csv = write_csv(root / "rows.csv", synthetic_rows(200))
-    run = RunDir(root / "run")
-    data_stage.run(load_config(None, [f"data.csv={csv}"]), run)
-    shutil.copytree(tiny_base, run.merged)
-    run.record("train", [run.split], [run.merged], 0.0)
-    _export_onnx(run.merged, run.onnx("fp32"))
+    run = make_trained_run(tmp_path_factory.mktemp("bench-run"), tiny_base)
+    run.onnx_dir.mkdir(parents=True)
+    sample = {name: np.ones((2, 8), dtype=np.int64) for name in INPUT_NAMES}
+    export_onnx(load_torch_model(run.merged), run.onnx("fp32"), sample, opset=17)
     run.record("export", [run.merged], [run.onnx("fp32")], 0.0)
     return run
 

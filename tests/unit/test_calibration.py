@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from bertrt.config import load_config
 from bertrt.errors import ConfigError, StaleArtifactError
 from bertrt.export.trt_support import check_trt_ready
 from bertrt.modeling import load_tokenizer
-from tests.conftest import synthetic_rows, write_csv
+from tests.conftest import make_trained_run
 
 SMALL = [
     "model.max_length=32",
@@ -42,15 +41,9 @@ SMALL = [
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> RunDir:
     """A run through `bertrt export`, with tiny_base standing in for `bertrt train`."""
-    from bertrt.data.stage import run as data_stage
     from bertrt.export.stage import run as export_stage
 
-    root = tmp_path_factory.mktemp("calib")
-    csv = write_csv(root / "train-sample.csv", synthetic_rows(240))
-    run = RunDir(root / "run")
-    data_stage(load_config(overrides=[f"data.csv={csv}"]), run)
-    shutil.copytree(tiny_base, run.merged)
-    run.record("train", inputs=[run.split], outputs=[run.merged], wall_s=0.0)
+    run = make_trained_run(tmp_path_factory.mktemp("calib"), tiny_base, rows=240)
     export_stage(load_config(overrides=SMALL), run)
     return run
 

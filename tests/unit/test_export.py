@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +13,7 @@ from bertrt.config import load_config
 from bertrt.errors import MissingArtifactError, VerificationError
 from bertrt.export import ShapeMismatchError, ToleranceExceededError, verify_onnx
 from bertrt.export.verify import ParityCase
-from tests.conftest import synthetic_rows, write_csv
-
-
-def make_trained_run(root: Path, tiny_base: Path, rows: int = 200) -> RunDir:
-    """A run with a split of synthetic rows and tiny_base standing in for `bertrt train`."""
-    from bertrt.data.stage import run as data_stage
-
-    csv = write_csv(root / "train-sample.csv", synthetic_rows(rows))
-    run = RunDir(root / "run")
-    data_stage(load_config(overrides=[f"data.csv={csv}"]), run)
-    shutil.copytree(tiny_base, run.merged)
-    run.record("train", inputs=[run.split], outputs=[run.merged], wall_s=0.0)
-    return run
+from tests.conftest import make_trained_run
 
 
 def small_config(**sets: object):  # type: ignore[no-untyped-def]
