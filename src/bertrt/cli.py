@@ -15,10 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bertrt.artifacts import RunDir
+from bertrt.bench.backends.registry import MODEL_NAMES as EVAL_MODELS
 from bertrt.config import Config, load_config
 from bertrt.errors import BertrtError
-
-EVAL_MODELS = ("merged", "onnx-fp32", "onnx-opt", "onnx-fp16", "onnx-int8", "onnx-cpu")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

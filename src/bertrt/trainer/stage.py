@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -127,7 +126,7 @@ def run(config: Config, run: RunDir, csv: str | Path | None = None) -> dict[str,
         f"loss {outcome.test['loss']:.4f}; best epoch {outcome.best_epoch}; "
         f"wrote {run.merged}"
         + (f", {run.adapter}" if preset.is_lora else "")
-        + f", {run.train_metrics} in {time.strftime('%M:%S', time.gmtime(timer.elapsed))}",
+        + f", {run.train_metrics} in {timer.elapsed / 60:.1f} min",
         file=sys.stdout,
     )
     return metrics
