@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency, throughput and accuracy of every backend")
     _common(p)
     p.add_argument("--quick", action="store_true", help="small grid for CI and a first run")
+    p.add_argument(
+        "--against",
+        default=None,
+        help="results.json of an earlier run to check this one against "
+        "(default: this run's previous results.json)",
+    )
 
     p = sub.add_parser("evaluate", help="score a Kaggle-format CSV with one of the run's models")
     _common(p)
@@ -147,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.append(f"engines.precisions={args.precision}")
     if getattr(args, "quick", False):
         overrides.append("bench.quick=true")
+    if getattr(args, "against", None):
+        overrides.append(f"bench.against={args.against}")
     try:
         config = load_config(args.config, overrides)
         return dispatch(args, config, RunDir(args.run_dir))

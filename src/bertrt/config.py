@@ -170,6 +170,9 @@ class BenchConfig:
     # --quick: a small grid (batch 1 and 32, seq 128), few iterations and a
     # capped accuracy set, for CI and the README's first run.
     quick: bool = False
+    # A results.json to check this run against (None = this run's previous
+    # bench/results.json, when there is one).
+    against: str | None = None
 
 
 @dataclass

@@ -18,13 +18,24 @@ import pytest
 
 from bertrt.artifacts import RunDir
 from bertrt.bench import accuracy as acc
+from bertrt.bench import reproducibility
+from bertrt.bench.backends.base import Runner
 from bertrt.bench.backends.torch_backend import TorchRunner
 from bertrt.bench.batching import bucketed_batches, pad_to_max_batches, tokenize_unpadded
 from bertrt.bench.discovery import discover, selected
-from bertrt.bench.report import add_speedups, choose_best
+from bertrt.bench.machine import steal_percent
+from bertrt.bench.report import add_speedups, choose_best, paired_ratio
 from bertrt.bench.stage import QUICK, effective
-from bertrt.bench.timing import TimingPlan, measure, summarize, synthetic_batch
+from bertrt.bench.timing import (
+    ShapeTimer,
+    TimingPlan,
+    interleave,
+    measure,
+    summarize,
+    synthetic_batch,
+)
 from bertrt.config import load_config
+from bertrt.errors import ConfigError
 from bertrt.export.onnx_export import export_onnx, load_torch_model
 from bertrt.modeling import INPUT_NAMES, load_tokenizer
 from tests.conftest import make_trained_run
@@ -212,6 +223,99 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
     record = bench_run.read_manifest()["stages"]["bench"]
     assert {"merged", "onnx/model.onnx", "split.json"} <= set(record["inputs"])
     assert "bench/results.json" in record["outputs"]
+    assert "reproducibility" not in saved  # first run: nothing to compare with
+
+    # A second run compares itself with the first, cell by cell, and keeps the first.
+    again = bench(load_config(None, FAST), bench_run)
+    section = again["reproducibility"]
+    assert section["comparable"] and section["cells"] == 6
+    assert json.loads((out / "results.previous.json").read_text())["latency"] == saved["latency"]
+    for cell in section["latency"]:
+        low, high = cell["previous_spread_ms"]
+        assert cell["within_previous_spread"] == (low <= cell["p50_ms"] <= high)
+    assert "## Run-to-run" in (out / "results.md").read_text()
+
+
+def test_stage_refuses_an_unreadable_against_file_before_measuring(
+    bench_run: RunDir, tmp_path: Path
+) -> None:
+    from bertrt.bench.stage import run as bench
+
+    bogus = tmp_path / "results.json"
+    bogus.write_text("{not json")
+    with pytest.raises(ConfigError, match=str(bogus)):
+        bench(load_config(None, [*FAST, f"bench.against={bogus}"]), bench_run)
+
+
+class _LoggingRunner(Runner):
+    """A runner that only logs the order in which it was called."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.variant, self.log = name, log
+
+    def activate(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def infer(self, prepared: object) -> object:
+        self.log.append(self.variant)
+        return prepared
+
+
+def test_interleave_runs_round_r_of_every_timer_before_round_r_plus_1() -> None:
+    order: list[str] = []
+    plan = TimingPlan(warmup=1, iterations=2, repeats=3, round_warmup=0)
+    batch = synthetic_batch(1, 4, 1000)
+    timers = [ShapeTimer(_LoggingRunner(n, order), batch, plan) for n in ("a", "b")]
+    order.clear()  # forget the warm-up calls
+    interleave(timers, plan.repeats)
+    assert order == ["a", "a", "b", "b"] * 3
+    assert all(len(t.rounds) == 3 and len(t.result().round_p50_ms) == 3 for t in timers)
+
+
+def test_paired_ratio_cancels_drift_that_hits_both_backends() -> None:
+    # The machine got 20% slower in round 2 for both backends alike.
+    slow = {"p50_ms": 20.0, "round_p50_ms": [20.0, 24.0, 20.0]}
+    fast = {"p50_ms": 5.0, "round_p50_ms": [5.0, 6.0, 5.0]}
+    assert paired_ratio(slow, fast) == (4.0, 4.0, 4.0)
+    # Rows from an older results.json without per-round figures: ratio of medians.
+    assert paired_ratio({"p50_ms": 9.0}, {"p50_ms": 3.0}) == (3.0, 3.0, 3.0)
+
+
+def _results(p50: float, spread: tuple[float, float], cpu: str = "EPYC") -> dict:
+    return {
+        "machine": {"cpu": cpu, "cores": 2, "threads": {"t": 2}, "gpu": None, "versions": {}},
+        "model": {"model_type": "bert", "layers": 6, "hidden_size": 384},
+        "quick": False,
+        "latency": [
+            {"backend": "x", "batch": 1, "seq": 128, "p50_ms": p50, "p50_spread_ms": list(spread)}
+        ],
+        "targets": [{"target": "t", "measured": 3.1, "met": True, "spread": [3.0, 3.2]}],
+    }
+
+
+def test_reproducibility_flags_a_p50_outside_the_previous_spread() -> None:
+    first = _results(10.0, (9.8, 10.3))
+    inside = reproducibility.compare(first, _results(10.2, (10.0, 10.4)), "a.json")
+    assert inside["within_previous_spread"] == 1 and inside["cells"] == 1
+    assert inside["targets"][0]["within_previous_spread"] is True
+    outside = reproducibility.compare(first, _results(11.5, (11.4, 11.6)), "a.json")
+    cell = outside["latency"][0]
+    assert not cell["within_previous_spread"] and not cell["spreads_overlap"]
+    assert cell["change_pct"] == pytest.approx(15.0)
+    text = "\n".join(reproducibility.markdown(outside))
+    assert "0 of 1 latency cells" in text and "**no**" in text
+    other = reproducibility.compare(first, _results(10.0, (9.9, 10.1), cpu="Xeon"), "a.json")
+    assert not other["comparable"] and "cpu" in other["reason"]
+
+
+def test_steal_percent_reads_the_steal_column() -> None:
+    before = [100, 0, 50, 800, 0, 0, 0, 50]
+    after = [200, 0, 100, 1600, 0, 0, 0, 100]  # 1000 jiffies, 50 of them stolen
+    assert steal_percent(before, after) == 5.0
+    assert steal_percent(None, after) is None
 
 
 def test_compare_script_is_the_bench_command() -> None:

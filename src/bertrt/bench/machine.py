@@ -73,6 +73,29 @@ def load_average() -> list[float] | None:
     return None
 
 
+def cpu_times() -> list[int] | None:
+    """The aggregate line of /proc/stat (user nice system idle iowait irq softirq steal ...)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/stat", encoding="utf-8") as fh:
+            fields = fh.readline().split()
+        if fields and fields[0] == "cpu":
+            return [int(x) for x in fields[1:9]]
+    return None
+
+
+def steal_percent(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of CPU time the hypervisor gave to other guests between two :func:`cpu_times`.
+
+    On a cloud VM this is the one cause of slow, drifting figures that no
+    process list shows; a few percent is enough to move a p50 beyond its spread.
+    """
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta)
+    return round(100.0 * delta[7] / total, 2) if total > 0 else None
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     import onnxruntime as ort
     import torch

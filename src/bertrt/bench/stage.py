@@ -5,33 +5,49 @@ Order of work, so that each figure is comparable with the others:
 1. discover the runners this run and machine allow (the rest are listed as
    skipped, with the reason);
 2. pin thread counts once for the whole process and record them;
-3. for each runner, in one activation: the latency grid on synthetic inputs
-   shared by all runners, then logits on the same bucketed test batches;
+3. activate every runner at once; warm each up on every shape of the grid
+   (synthetic inputs shared by all runners), then time the rounds
+   interleaved across runners and shapes, so that the machine's drift over
+   the run lands in every backend's spread alike; then logits of each
+   runner on the same bucketed test batches;
 4. score each runner against the labels and the torch fp32 reference;
 5. end-to-end throughput (tokenize + infer) under both batching policies for
    the chosen runners;
-6. write results.json/csv/md and the plots, and record the stage.
+6. compare with the previous results.json of this run (or ``--against``):
+   does each p50 land within the spread that run reported?
+7. write results.json/csv/md and the plots, and record the stage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bertrt.artifacts import RunDir, StageTimer
+from bertrt.artifacts import RunDir, StageTimer, write_json
 from bertrt.bench import accuracy as acc
+from bertrt.bench import reproducibility
 from bertrt.bench.backends.base import Runner
 from bertrt.bench.backends.torch_backend import TorchRunner
 from bertrt.bench.discovery import Candidate, Discovery, cuda_available, discover, selected
 from bertrt.bench.e2e import measure_e2e
-from bertrt.bench.machine import load_average, machine_info, pin_threads
+from bertrt.bench.machine import (
+    cpu_times,
+    load_average,
+    machine_info,
+    pin_threads,
+    steal_percent,
+)
 from bertrt.bench.report import add_speedups, choose_best, summary_targets, write_reports
-from bertrt.bench.timing import TimingPlan, measure, synthetic_batch
+from bertrt.bench.timing import ShapeTimer, TimingPlan, interleave, synthetic_batch
 from bertrt.config import BenchConfig, Config
 from bertrt.errors import BertrtError, ConfigError
 
@@ -63,6 +79,7 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
     timer = StageTimer()
     cfg = effective(config.bench)
     run.require("bench", [run.merged], producer="train")
+    previous_path, previous = _previous_results(cfg, run)
     threads = pin_threads(cfg.threads)
     load_at_start = load_average()
     phases: dict[str, float] = {}
@@ -91,11 +108,12 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
     tokenizer, eval_set = _eval_set(config, cfg, run, test)
     reference = _reference_label()
 
-    phase = StageTimer()
+    phase, times = StageTimer(), cpu_times()
     latency, logits, runners = _measure_all(
         found, grid, cfg, model_info, eval_set, config.seed, (run, threads)
     )
     phases["latency_and_accuracy_s"] = round(phase.elapsed, 1)
+    steal = steal_percent(times, cpu_times())
     ref_logits = logits.get(reference)
     accuracy = [
         {**runners[label], **acc.score(out, eval_set.labels, ref_logits)}
@@ -108,6 +126,7 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
     phases["e2e_s"] = round(phase.elapsed, 1)
     machine = machine_info(threads)
     machine["load_average_at_start"] = load_at_start
+    machine["cpu_steal_percent_latency_phase"] = steal
 
     results: dict[str, Any] = {
         "run": str(run.root),
@@ -126,7 +145,15 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
     results["targets"] = summary_targets(results, cfg.accuracy_budget)
     results["phases"] = phases
     results["wall_s"] = round(timer.elapsed, 1)
-    outputs = write_reports(run.bench_dir, results)
+    results["written_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    outputs = []
+    if previous is not None:
+        results["reproducibility"] = reproducibility.compare(previous, results, str(previous_path))
+        if not cfg.against:  # about to be replaced: keep what the comparison was made with
+            kept = run.bench_dir / "results.previous.json"
+            write_json(kept, previous)
+            outputs.append(kept)
+    outputs += write_reports(run.bench_dir, results)
     used = {p for c in found.runners if c.label in runners for p in c.inputs if p.exists()}
     run.record(
         "bench",
@@ -148,19 +175,71 @@ def _measure_all(
     seed: int,
     where: tuple[RunDir, int],
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, dict[str, str]]]:
-    """Latency rows, test logits and descriptions of every runner that ran (reference first)."""
-    latency: list[dict[str, Any]] = []
+    """Latency rows, test logits and descriptions of every runner that ran (reference first).
+
+    All runners are active at once so that their timing rounds can be
+    interleaved (:func:`bertrt.bench.timing.interleave`). A runner that fails
+    is closed, listed as skipped with the error, and the others go on; only
+    the reference's failure stops the bench, since agreement needs it.
+    """
     logits: dict[str, np.ndarray] = {}
-    runners: dict[str, dict[str, str]] = {}
     reference = _reference_label()
     if reference not in found.labels():  # not selected, but agreement needs it
         logits[reference] = _reference_logits(*where, eval_set)
-    for cand in _reference_first(found.runners, reference):
-        outcome = _bench_runner(cand, grid, cfg, model_info, eval_set, seed, found)
-        if outcome is not None:
-            runners[cand.label], rows, logits[cand.label] = outcome
-            latency.extend(rows)
+    plan = TimingPlan(cfg.warmup, cfg.iterations, cfg.repeats, cfg.min_round_s, cfg.max_iterations)
+    with contextlib.ExitStack() as stack:
+        active: dict[str, tuple[Runner, dict[tuple[int, int], ShapeTimer]]] = {}
+        for cand in _reference_first(found.runners, reference):
+            with _failures(found, cand.label):
+                runner = stack.enter_context(cand.build())
+                timers = _shape_timers(runner, cand.label, grid, plan, model_info, seed, found)
+                active[cand.label] = (runner, timers)
+        total = sum(len(t) for _, t in active.values()) * max(plan.repeats, 1)
+        with tqdm(total=total, desc="latency (interleaved rounds)", unit="round") as bar:
+            for _ in range(max(plan.repeats, 1)):
+                for label in list(active):
+                    with _failures(found, label, active):
+                        interleave(list(active[label][1].values()), 1, lambda: bar.update(1))
+        latency: list[dict[str, Any]] = []
+        runners: dict[str, dict[str, str]] = {}
+        for label in list(active):
+            with _failures(found, label, active):
+                logits[label] = acc.predict(active[label][0], eval_set)
+        for label, (runner, timers) in active.items():
+            runners[label] = info = _describe(runner)
+            latency += [
+                {**info, "batch": b, "seq": s, **t.result().to_dict()}
+                for (b, s), t in timers.items()
+            ]
     return latency, logits, runners
+
+
+@contextlib.contextmanager
+def _failures(found: Discovery, label: str, active: dict[str, Any] | None = None) -> Iterator[None]:
+    """Turn a runner's failure into a skipped entry (and drop it), except the reference's."""
+    try:
+        yield
+    except Exception as err:
+        if acc.is_reference(label):
+            raise
+        log.warning("bench: %s failed", label, exc_info=True)
+        found.skip(label, f"failed while running: {type(err).__name__}: {err}")
+        if active is not None:
+            active.pop(label, None)
+
+
+def _previous_results(cfg: BenchConfig, run: RunDir) -> tuple[Path, dict[str, Any] | None]:
+    """The run to compare with: ``bench.against``, else this run's last results.json."""
+    if not cfg.against:
+        path = run.bench_dir / "results.json"
+        return path, reproducibility.load(path)
+    path = Path(cfg.against)
+    previous = reproducibility.load(path)
+    if previous is None:
+        raise ConfigError(
+            f"bench.against: {path} is not a readable results.json written by bertrt bench"
+        )
+    return path, previous
 
 
 def _model_info(run: RunDir) -> dict[str, Any]:
@@ -230,43 +309,29 @@ def _describe(runner: Runner) -> dict[str, str]:
     }
 
 
-def _bench_runner(
-    cand: Candidate,
+def _shape_timers(
+    runner: Runner,
+    label: str,
     grid: list[tuple[int, int]],
-    cfg: BenchConfig,
+    plan: TimingPlan,
     model_info: dict[str, Any],
-    eval_set: acc.EvalSet,
     seed: int,
     found: Discovery,
-) -> tuple[dict[str, str], list[dict[str, Any]], np.ndarray] | None:
-    """Latency grid + test logits of one runner in one activation; None if it cannot run."""
-    plan = TimingPlan(cfg.warmup, cfg.iterations, cfg.repeats, cfg.min_round_s, cfg.max_iterations)
-    runner = cand.build()
-    rows: list[dict[str, Any]] = []
-    try:
-        with runner:
-            info = _describe(runner)
-            for batch, seq in tqdm(grid, desc=f"latency {cand.label}", unit="shape"):
-                limit = getattr(runner, "shape_error", None)
-                reason = limit(batch, seq) if callable(limit) else None
-                if reason:
-                    found.skip(f"{cand.label}/b{batch}s{seq}", str(reason))
-                    continue
-                inputs = synthetic_batch(batch, seq, model_info["vocab_size"], seed)
-                try:
-                    result = measure(runner, inputs, plan)
-                except BertrtError as err:  # e.g. a shape outside a TensorRT profile
-                    found.skip(f"{cand.label}/b{batch}s{seq}", str(err))
-                    continue
-                rows.append({**info, "batch": batch, "seq": seq, **result.to_dict()})
-            out = acc.predict(runner, eval_set)
-    except Exception as err:
-        if acc.is_reference(cand.label):
-            raise
-        log.warning("bench: %s failed", cand.label, exc_info=True)
-        found.skip(cand.label, f"failed while running: {type(err).__name__}: {err}")
-        return None
-    return info, rows, out
+) -> dict[tuple[int, int], ShapeTimer]:
+    """A prepared, warmed-up timer per shape this runner accepts; the rest are skipped."""
+    timers: dict[tuple[int, int], ShapeTimer] = {}
+    for batch, seq in tqdm(grid, desc=f"warm-up {label}", unit="shape", leave=False):
+        limit = getattr(runner, "shape_error", None)
+        reason = limit(batch, seq) if callable(limit) else None
+        if reason:
+            found.skip(f"{label}/b{batch}s{seq}", str(reason))
+            continue
+        inputs = synthetic_batch(batch, seq, model_info["vocab_size"], seed)
+        try:
+            timers[(batch, seq)] = ShapeTimer(runner, inputs, plan)
+        except BertrtError as err:  # e.g. a shape outside a TensorRT profile
+            found.skip(f"{label}/b{batch}s{seq}", str(err))
+    return timers
 
 
 def _e2e(

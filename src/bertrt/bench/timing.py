@@ -11,6 +11,12 @@
 * The timed iterations are split into ``repeats`` rounds; every figure
   reported is the median over rounds of that round's statistic, and the
   rounds' min/max of p50 is the spread a second run should land in.
+* On a shared machine the speed drifts over minutes (other tenants, clock
+  changes), far more than it varies within one round. So the stage keeps
+  one :class:`ShapeTimer` per (runner, shape) and runs round *r* of every
+  one of them before round *r + 1* of any (:func:`interleave`): the spread
+  then covers the drift over the whole run, and a ratio between two
+  backends can be taken within each round, where both saw the same machine.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,6 +42,10 @@ class TimingPlan:
     # that p99 of a 7 ms batch rests on more than 30 samples).
     min_round_s: float = 0.0
     max_iterations: int = 1000
+    # Untimed calls at the start of every round: the previous round may have
+    # been another runner's, whose thread pool is still spinning down and
+    # whose data displaced this one's from the caches.
+    round_warmup: int = 1
 
 
 @dataclass
@@ -51,6 +61,8 @@ class LatencyResult:
     iterations: int
     repeats: int
     timer: str
+    # p50 of each round, in the order the rounds ran (for paired ratios).
+    round_p50_ms: list[float]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -117,17 +129,45 @@ def timer_for(runner: Runner, prepared: Any) -> tuple[str, Callable[[], float]]:
     return "perf_counter", _cpu_timer(runner, prepared)
 
 
+class ShapeTimer:
+    """One runner on one input shape: prepared and warmed up once, then timed round by round."""
+
+    def __init__(self, runner: Runner, batch: Batch, plan: TimingPlan) -> None:
+        self.plan = plan
+        self.batch_size = int(next(iter(batch.values())).shape[0])
+        self._prepared = runner.prepare(batch)
+        self.timer, self._once = timer_for(runner, self._prepared)
+        warm = [self._once() for _ in range(max(plan.warmup, 1))]
+        typical = max(statistics.median(warm[-3:]), 1e-3)
+        per_round = max(plan.iterations, math.ceil(plan.min_round_s * 1e3 / typical))
+        self.per_round = min(per_round, plan.max_iterations)
+        self.rounds: list[list[float]] = []
+
+    def time_round(self) -> None:
+        for _ in range(self.plan.round_warmup):
+            self._once()
+        self.rounds.append([self._once() for _ in range(self.per_round)])
+
+    def result(self) -> LatencyResult:
+        return summarize(self.rounds, self.batch_size, self.timer)
+
+
+def interleave(
+    timers: Sequence[ShapeTimer], repeats: int, after_each: Callable[[], object] | None = None
+) -> None:
+    """Round r of every timer before round r + 1 of any (see the module docstring)."""
+    for _ in range(max(repeats, 1)):
+        for timer in timers:
+            timer.time_round()
+            if after_each is not None:
+                after_each()
+
+
 def measure(runner: Runner, batch: Batch, plan: TimingPlan) -> LatencyResult:
-    """Warm up, then time ``plan.repeats`` rounds of ``infer`` on one prepared batch."""
-    prepared = runner.prepare(batch)
-    kind, once = timer_for(runner, prepared)
-    warm = [once() for _ in range(max(plan.warmup, 1))]
-    typical = max(statistics.median(warm[-3:]), 1e-3)
-    per_round = max(plan.iterations, math.ceil(plan.min_round_s * 1e3 / typical))
-    per_round = min(per_round, plan.max_iterations)
-    n = int(next(iter(batch.values())).shape[0])
-    rounds = [[once() for _ in range(per_round)] for _ in range(max(plan.repeats, 1))]
-    return summarize(rounds, n, kind)
+    """Warm up, then time ``plan.repeats`` consecutive rounds of one runner on one batch."""
+    timer = ShapeTimer(runner, batch, plan)
+    interleave([timer], plan.repeats)
+    return timer.result()
 
 
 def summarize(rounds: list[list[float]], batch: int, timer: str) -> LatencyResult:
@@ -146,4 +186,5 @@ def summarize(rounds: list[list[float]], batch: int, timer: str) -> LatencyResul
         iterations=sum(len(r) for r in rounds),
         repeats=len(rounds),
         timer=timer,
+        round_p50_ms=p50s,
     )

@@ -1,0 +1,153 @@
+"""Does this run land within the spread the previous one reported?
+
+A benchmark's spread is only a claim until a second run is checked against
+it. When ``bertrt bench`` finds an earlier ``results.json`` for the same
+machine, software and model shape (or is given one with ``--against``), it
+compares every latency cell and target with it and reports, per cell,
+whether the new p50 fell inside the earlier run's p50 spread. Nothing is
+averaged away: a cell outside the spread is listed as such, with its change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# What must match for two runs' latencies to be comparable at all.
+_MACHINE_KEYS = ("cpu", "cores", "threads", "gpu")
+_VERSION_KEYS = ("torch", "onnxruntime", "tensorrt")
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    """The results of an earlier run, or None when there is none or it cannot be read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "latency" in data else None
+
+
+def incomparable(previous: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """Why two runs cannot be compared, or None when they can."""
+    pm, cm = previous.get("machine", {}), current.get("machine", {})
+    for key in _MACHINE_KEYS:
+        if pm.get(key) != cm.get(key):
+            return f"machine differs in {key}: {pm.get(key)!r} vs {cm.get(key)!r}"
+    pv, cv = pm.get("versions", {}), cm.get("versions", {})
+    for key in _VERSION_KEYS:
+        if pv.get(key) != cv.get(key):
+            return f"{key} differs: {pv.get(key)} vs {cv.get(key)}"
+    shape = ("model_type", "layers", "hidden_size")
+    if any(previous.get("model", {}).get(k) != current.get("model", {}).get(k) for k in shape):
+        return "the model's architecture differs"
+    if bool(previous.get("quick")) != bool(current.get("quick")):
+        return "one run is --quick and the other is not"
+    return None
+
+
+def _key(row: dict[str, Any]) -> tuple[str, int, int]:
+    return row["backend"], int(row["batch"]), int(row["seq"])
+
+
+def compare(previous: dict[str, Any], current: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """Every latency cell and target of ``current`` set against ``previous``'s spread."""
+    reason = incomparable(previous, current)
+    if reason is not None:
+        return {"previous": source, "comparable": False, "reason": reason}
+    before = {_key(r): r for r in previous.get("latency", [])}
+    cells = []
+    for row in current.get("latency", []):
+        old = before.get(_key(row))
+        if old is None:
+            continue
+        low, high = old["p50_spread_ms"]
+        cells.append(
+            {
+                "backend": row["backend"],
+                "batch": row["batch"],
+                "seq": row["seq"],
+                "previous_p50_ms": old["p50_ms"],
+                "previous_spread_ms": [low, high],
+                "p50_ms": row["p50_ms"],
+                "change_pct": 100.0 * (row["p50_ms"] / old["p50_ms"] - 1.0),
+                "within_previous_spread": low <= row["p50_ms"] <= high,
+                "spreads_overlap": row["p50_spread_ms"][0] <= high
+                and low <= row["p50_spread_ms"][1],
+            }
+        )
+    old_targets = {t["target"]: t for t in previous.get("targets", [])}
+    targets = []
+    for t in current.get("targets", []):
+        old = old_targets.get(t["target"])
+        if old is None or old.get("measured") is None or t.get("measured") is None:
+            continue
+        spread = old.get("spread")
+        targets.append(
+            {
+                "target": t["target"],
+                "previous": old["measured"],
+                "previous_spread": spread,
+                "measured": t["measured"],
+                "within_previous_spread": (
+                    spread[0] <= t["measured"] <= spread[1] if spread else None
+                ),
+                "met_both": bool(old.get("met")) and bool(t.get("met")),
+            }
+        )
+    changes = [abs(c["change_pct"]) for c in cells]
+    return {
+        "previous": source,
+        "previous_written_at": previous.get("written_at"),
+        "comparable": True,
+        "cells": len(cells),
+        "within_previous_spread": sum(c["within_previous_spread"] for c in cells),
+        "spreads_overlap": sum(c["spreads_overlap"] for c in cells),
+        "max_abs_change_pct": max(changes) if changes else None,
+        "latency": cells,
+        "targets": targets,
+    }
+
+
+def markdown(section: dict[str, Any]) -> list[str]:
+    """The results.md section; empty when there was nothing to compare with."""
+    if not section:
+        return []
+    lines = ["## Run-to-run", ""]
+    if not section.get("comparable"):
+        return [*lines, f"Not compared with {section['previous']}: {section['reason']}.", ""]
+    n, inside = section["cells"], section["within_previous_spread"]
+    lines += [
+        f"Compared with the previous run ({section['previous']}, written "
+        f"{section.get('previous_written_at') or 'at an unrecorded time'}): the p50 of "
+        f"{inside} of {n} latency cells fell inside the previous run's p50 spread, "
+        f"{section['spreads_overlap']} of {n} spreads overlap; the largest change was "
+        + (
+            f"{section['max_abs_change_pct']:.1f}%."
+            if section["max_abs_change_pct"] is not None
+            else "– (no common cells)."
+        ),
+        "",
+        "| backend | batch | seq | previous p50 ms (spread) | this p50 ms | change | inside |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in section["latency"]:
+        low, high = c["previous_spread_ms"]
+        lines.append(
+            f"| {c['backend']} | {c['batch']} | {c['seq']} | {c['previous_p50_ms']:.2f} "
+            f"({low:.2f}–{high:.2f}) | {c['p50_ms']:.2f} | {c['change_pct']:+.1f}% | "
+            + ("yes" if c["within_previous_spread"] else "**no**")
+            + " |"
+        )
+    if section["targets"]:
+        lines += ["", "| target | previous (spread) | this run | inside | met in both |"]
+        lines.append("|---|---|---|---|---|")
+        for t in section["targets"]:
+            spread = t["previous_spread"]
+            shown = f" ({spread[0]:.2f}–{spread[1]:.2f})" if spread else ""
+            inside_mark = {True: "yes", False: "**no**", None: "–"}[t["within_previous_spread"]]
+            lines.append(
+                f"| {t['target']} | {t['previous']:.2f}{shown} | {t['measured']:.2f} | "
+                f"{inside_mark} | {'yes' if t['met_both'] else 'no'} |"
+            )
+    return [*lines, ""]
