@@ -130,7 +130,13 @@ def _target(
     detail: str,
     spread: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    out = {"target": name, "measured": measured, "goal": goal, "met": met, "detail": detail}
+    out: dict[str, Any] = {
+        "target": name,
+        "measured": measured,
+        "goal": goal,
+        "met": met,
+        "detail": detail,
+    }
     if spread is not None:
         out["spread"] = list(spread)
     return out
