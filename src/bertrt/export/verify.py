@@ -90,13 +90,10 @@ def torch_reference(model: Any, cases: list[ParityCase]) -> None:
 
 
 def ort_session(path: Path, threads: int = 2) -> Any:
-    import onnxruntime as ort
+    from bertrt.ort_sessions import cpu_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return cpu_session(path, threads)
     except Exception as err:
         raise VerificationError(f"{path}: ONNX Runtime cannot load it ({err})") from err
 

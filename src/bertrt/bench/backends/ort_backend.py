@@ -4,11 +4,11 @@ On the CPU provider inputs are numpy arrays. On the CUDA and TensorRT
 providers ``prepare`` copies them to the GPU as OrtValues once, and
 inference runs through an I/O binding with the output left on the GPU, so
 the timed region holds no host-device copy (``to_numpy`` copies it back).
+Sessions are opened with the project's settings (:mod:`bertrt.ort_sessions`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 from bertrt.bench.backends.base import Batch, Runner
 from bertrt.errors import UnavailableError
 from bertrt.modeling import OUTPUT_NAME
+from bertrt.ort_sessions import cpu_session, session_options
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -59,16 +60,14 @@ class OrtRunner(Runner):
                 f"onnxruntime runner: {wanted} is not in this onnxruntime build "
                 f"({', '.join(ort.get_available_providers())}); install onnxruntime-gpu"
             )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.threads or (os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        providers: list[Any] = (
-            [wanted]
-            if self.provider == "cpu"
-            else [(wanted, self.provider_options), "CPUExecutionProvider"]
-        )
-        self.session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+        if self.provider == "cpu":
+            self.session = cpu_session(self.model_path, self.threads)
+        else:
+            self.session = ort.InferenceSession(
+                str(self.model_path),
+                session_options(self.threads),
+                providers=[(wanted, self.provider_options), "CPUExecutionProvider"],
+            )
         self._inputs = [i.name for i in self.session.get_inputs()]
 
     def close(self) -> None:
