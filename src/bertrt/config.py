@@ -113,7 +113,13 @@ class CalibrationConfig:
     eval_rows: int | None = None
     # Candidates for the CPU deployment model (onnx/model.cpu.onnx); fastest in budget wins.
     cpu_candidates: list[str] = field(
-        default_factory=lambda: ["dynamic-int8-opt", "dynamic-int8", "static-u8s8", "fp32-opt"]
+        default_factory=lambda: [
+            "dynamic-int8-opt",
+            "dynamic-int8",
+            "static-u8s8",
+            "static-u8s8-folded",
+            "fp32-opt",
+        ]
     )
 
 
@@ -142,11 +148,13 @@ class BenchConfig:
     warmup: int = 3
     # Timed iterations per round: at least `iterations`, and more until a round
     # lasts `min_round_s` (fast shapes get enough samples for p99), at most
-    # `max_iterations`. Every figure is the median over `repeats` rounds.
+    # `max_iterations`. Every figure is the median over `repeats` rounds, which
+    # run interleaved across backends: more, shorter rounds sample the machine's
+    # drift better than a few long ones.
     iterations: int = 10
-    min_round_s: float = 1.0
+    min_round_s: float = 0.6
     max_iterations: int = 500
-    repeats: int = 3
+    repeats: int = 5
     # Threads for PyTorch and ONNX Runtime intra-op pools; None = usable cores.
     threads: int | None = None
     # "all", labels (torch/fp32/cpu), prefixes (onnxruntime, onnxruntime/int8) or globs.

@@ -34,7 +34,7 @@ SMALL = [
     "calibration.rows=32",
     "calibration.batch_size=8",
     "calibration.eval_rows=48",
-    "calibration.cpu_candidates=[dynamic-int8,fp32-opt]",
+    "calibration.cpu_candidates=[dynamic-int8,static-u8s8-folded,fp32-opt]",
 ]
 
 
@@ -148,7 +148,12 @@ def test_calibrate_stage_writes_models_and_report(exported: RunDir) -> None:
     assert saved["int8"]["chosen"] == "percentile-99.9999"
     val_rows = sum(read_json(exported.split)["counts"]["val"].values())
     assert saved["eval_rows"] == min(48, val_rows) and saved["calibration_rows"] == 32
-    assert {c["name"] for c in saved["cpu"]["candidates"]} == {"dynamic-int8", "fp32-opt"}
+    cands = {c["name"]: c for c in saved["cpu"]["candidates"]}
+    assert set(cands) == {"dynamic-int8", "static-u8s8-folded", "fp32-opt"}
+    # 2 layers: q, k, v, attention-out and FFN-out biases, and the attention scale, per layer
+    folds = cands["static-u8s8-folded"]["graph"]
+    assert folds["biases_folded"] == 2 * 5 and folds["scales_folded"] == 2
+    assert folds["skip_layernorms"] == 0
     assert saved["int8"]["tensorrt_check"]["ok"] is True
     assert report["fp32_val_accuracy"] == saved["fp32_val_accuracy"]
     batch = {
