@@ -228,7 +228,8 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
     # A second run compares itself with the first, cell by cell, and keeps the first.
     again = bench(load_config(None, FAST), bench_run)
     section = again["reproducibility"]
-    assert section["comparable"] and section["cells"] == 6
+    assert section["comparable"] and section["cells"] == 6 and not section["models_changed"]
+    assert set(saved["backend_models"]) == {c[0] for c in cells}
     assert json.loads((out / "results.previous.json").read_text())["latency"] == saved["latency"]
     for cell in section["latency"]:
         low, high = cell["previous_spread_ms"]
@@ -307,6 +308,12 @@ def test_reproducibility_flags_a_p50_outside_the_previous_spread() -> None:
     assert cell["change_pct"] == pytest.approx(15.0)
     text = "\n".join(reproducibility.markdown(outside))
     assert "0 of 1 latency cells" in text and "**no**" in text
+    rebuilt = _results(11.5, (11.4, 11.6))
+    first["backend_models"] = {"x": {"onnx/model.cpu.onnx": "aaa"}}
+    rebuilt["backend_models"] = {"x": {"onnx/model.cpu.onnx": "bbb"}}
+    skipped = reproducibility.compare(first, rebuilt, "a.json")
+    assert skipped["models_changed"] == ["x"] and skipped["cells"] == 0
+    assert skipped["targets"] == []
     other = reproducibility.compare(first, _results(10.0, (9.9, 10.1), cpu="Xeon"), "a.json")
     assert not other["comparable"] and "cpu" in other["reason"]
 

@@ -6,6 +6,8 @@ machine, software and model shape (or is given one with ``--against``), it
 compares every latency cell and target with it and reports, per cell,
 whether the new p50 fell inside the earlier run's p50 spread. Nothing is
 averaged away: a cell outside the spread is listed as such, with its change.
+Backends whose model file changed in between (sha256 under
+``backend_models``) are left out and named: their change is not drift.
 """
 
 from __future__ import annotations
@@ -56,10 +58,17 @@ def compare(previous: dict[str, Any], current: dict[str, Any], source: str = "")
     if reason is not None:
         return {"previous": source, "comparable": False, "reason": reason}
     before = {_key(r): r for r in previous.get("latency", [])}
+    old_models = previous.get("backend_models", {})
+    new_models = current.get("backend_models", {})
+    changed = sorted(
+        label
+        for label in new_models
+        if label in old_models and old_models[label] != new_models[label]
+    )
     cells = []
     for row in current.get("latency", []):
         old = before.get(_key(row))
-        if old is None:
+        if old is None or row["backend"] in changed:
             continue
         low, high = old["p50_spread_ms"]
         cells.append(
@@ -76,7 +85,8 @@ def compare(previous: dict[str, Any], current: dict[str, Any], source: str = "")
                 and low <= row["p50_spread_ms"][1],
             }
         )
-    old_targets = {t["target"]: t for t in previous.get("targets", [])}
+    # A target's ratio involves the chosen backends; skip it when any model changed.
+    old_targets = {} if changed else {t["target"]: t for t in previous.get("targets", [])}
     targets = []
     for t in current.get("targets", []):
         old = old_targets.get(t["target"])
@@ -104,6 +114,7 @@ def compare(previous: dict[str, Any], current: dict[str, Any], source: str = "")
         "within_previous_spread": sum(c["within_previous_spread"] for c in cells),
         "spreads_overlap": sum(c["spreads_overlap"] for c in cells),
         "max_abs_change_pct": max(changes) if changes else None,
+        "models_changed": changed,
         "latency": cells,
         "targets": targets,
     }
@@ -128,6 +139,15 @@ def markdown(section: dict[str, Any]) -> list[str]:
             else "– (no common cells)."
         ),
         "",
+    ]
+    if section.get("models_changed"):
+        lines += [
+            "Not compared, because their model file changed since: "
+            + ", ".join(f"`{label}`" for label in section["models_changed"])
+            + " (and so the targets).",
+            "",
+        ]
+    lines += [
         "| backend | batch | seq | previous p50 ms (spread) | this p50 ms | change | inside |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bertrt.artifacts import RunDir, StageTimer, write_json
+from bertrt.artifacts import RunDir, StageTimer, sha256_path, write_json
 from bertrt.bench import accuracy as acc
 from bertrt.bench import reproducibility
 from bertrt.bench.backends.base import Runner
@@ -141,6 +141,12 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
         "accuracy": accuracy,
         "e2e": e2e,
         "skipped": found.skipped,
+        # What each backend ran, so a later run can tell a changed model from drift.
+        "backend_models": {
+            c.label: {run.rel(p): sha256_path(p) for p in c.inputs if p.exists()}
+            for c in found.runners
+            if c.label in runners
+        },
     }
     results["targets"] = summary_targets(results, cfg.accuracy_budget)
     results["phases"] = phases
