@@ -235,6 +235,16 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
         low, high = cell["previous_spread_ms"]
         assert cell["within_previous_spread"] == (low <= cell["p50_ms"] <= high)
     assert "## Run-to-run" in (out / "results.md").read_text()
+    # Both runs are in the history; each cell's run-to-run range spans both p50s.
+    lines = (out / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and again["runs_in_history"] == 2
+    first = {(r["backend"], r["batch"], r["seq"]): r["p50_ms"] for r in saved["latency"]}
+    for row in again["latency"]:
+        low, high = row["run_to_run_p50_ms"]
+        assert row["run_to_run_runs"] == 2
+        assert low == min(row["p50_ms"], first[(row["backend"], row["batch"], row["seq"])])
+        assert high == max(row["p50_ms"], first[(row["backend"], row["batch"], row["seq"])])
+    assert "run-to-run p50 ms (runs)" in (out / "results.md").read_text()
 
 
 def test_stage_refuses_an_unreadable_against_file_before_measuring(
@@ -316,6 +326,37 @@ def test_reproducibility_flags_a_p50_outside_the_previous_spread() -> None:
     assert skipped["targets"] == []
     other = reproducibility.compare(first, _results(10.0, (9.9, 10.1), cpu="Xeon"), "a.json")
     assert not other["comparable"] and "cpu" in other["reason"]
+
+
+def test_run_to_run_range_counts_only_comparable_runs_with_the_same_model() -> None:
+    current = _results(10.0, (9.9, 10.1))
+    current["backend_models"] = {"x": {"m.onnx": "aaa"}}
+    same = reproducibility.history_entry({**_results(12.0, (11.0, 13.0)), **current_models()})
+    rebuilt = reproducibility.history_entry(_results(30.0, (29.0, 31.0)))
+    rebuilt["backend_models"] = {"x": {"m.onnx": "old"}}
+    elsewhere = reproducibility.history_entry(_results(50.0, (49.0, 51.0), cpu="Xeon"))
+    elsewhere["backend_models"] = current["backend_models"]
+    runs = reproducibility.add_run_to_run(current, [same, rebuilt, elsewhere])
+    row = current["latency"][0]
+    assert runs == 3  # this run, `same` and `rebuilt` (same machine); `elsewhere` is not
+    assert row["run_to_run_p50_ms"] == [10.0, 12.0] and row["run_to_run_runs"] == 2
+
+
+def current_models() -> dict:
+    return {"backend_models": {"x": {"m.onnx": "aaa"}}}
+
+
+def test_history_is_seeded_from_existing_results(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text(json.dumps(_results(10.0, (9.9, 10.1))))
+    (tmp_path / "results.previous.json").write_text("{damaged")
+    history = reproducibility.load_history(tmp_path)
+    assert [h["latency"][0]["p50_ms"] for h in history] == [10.0]
+    path = reproducibility.write_history(tmp_path, history, _results(11.0, (10.5, 11.5)))
+    again = reproducibility.load_history(tmp_path)
+    assert path.name == "history.jsonl" and [h["latency"][0]["p50_ms"] for h in again] == [
+        10.0,
+        11.0,
+    ]
 
 
 def test_steal_percent_reads_the_steal_column() -> None:

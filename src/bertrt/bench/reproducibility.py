@@ -8,6 +8,13 @@ whether the new p50 fell inside the earlier run's p50 spread. Nothing is
 averaged away: a cell outside the spread is listed as such, with its change.
 Backends whose model file changed in between (sha256 under
 ``backend_models``) are left out and named: their change is not drift.
+
+On a shared VM the machine itself has slow and fast phases lasting minutes,
+longer than one run, which no within-run spread can capture (measured here:
+a whole 7-minute run 5-20 % slower than the next). So every run is also
+appended to ``bench/history.jsonl``, and each latency cell reports the
+range of its p50 over all comparable runs (``run_to_run_p50_ms``): the band
+a reader should take a figure's uncertainty from once there are a few runs.
 """
 
 from __future__ import annotations
@@ -16,9 +23,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bertrt.artifacts import write_text
+
 # What must match for two runs' latencies to be comparable at all.
 _MACHINE_KEYS = ("cpu", "cores", "threads", "gpu")
 _VERSION_KEYS = ("torch", "onnxruntime", "tensorrt")
+HISTORY = "history.jsonl"
+HISTORY_LIMIT = 20
 
 
 def load(path: Path) -> dict[str, Any] | None:
@@ -171,3 +182,78 @@ def markdown(section: dict[str, Any]) -> list[str]:
                 f"{inside_mark} | {'yes' if t['met_both'] else 'no'} |"
             )
     return [*lines, ""]
+
+
+# -- history across runs ----------------------------------------------------------
+def history_entry(results: dict[str, Any]) -> dict[str, Any]:
+    """What a later run needs of this one: when, where, which models, each cell's p50."""
+    machine = results.get("machine", {})
+    versions = machine.get("versions", {})
+    return {
+        "written_at": results.get("written_at"),
+        "quick": bool(results.get("quick")),
+        "machine": {
+            **{k: machine.get(k) for k in _MACHINE_KEYS},
+            "versions": {k: versions.get(k) for k in _VERSION_KEYS if k in versions},
+        },
+        "model": {
+            k: results.get("model", {}).get(k) for k in ("model_type", "layers", "hidden_size")
+        },
+        "backend_models": results.get("backend_models", {}),
+        "latency": [
+            {k: r[k] for k in ("backend", "batch", "seq", "p50_ms", "p50_spread_ms")}
+            for r in results.get("latency", [])
+        ],
+        "targets": [
+            {k: t.get(k) for k in ("target", "measured", "spread")}
+            for t in results.get("targets", [])
+        ],
+    }
+
+
+def load_history(bench_dir: Path) -> list[dict[str, Any]]:
+    """Earlier runs of this bench directory, oldest first.
+
+    A directory benched before the history existed is seeded from its
+    results.previous.json and results.json, when they can be read.
+    """
+    path = bench_dir / HISTORY
+    if path.is_file():
+        entries = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:  # a damaged line loses that run only
+                continue
+        return entries
+    seeds = [load(bench_dir / name) for name in ("results.previous.json", "results.json")]
+    return [history_entry(s) for s in seeds if s is not None]
+
+
+def write_history(bench_dir: Path, history: list[dict[str, Any]], results: dict[str, Any]) -> Path:
+    """The history with this run appended (the last HISTORY_LIMIT runs), written atomically."""
+    entries = [*history, history_entry(results)][-HISTORY_LIMIT:]
+    path = bench_dir / HISTORY
+    write_text(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+    return path
+
+
+def add_run_to_run(results: dict[str, Any], history: list[dict[str, Any]]) -> int:
+    """Annotate each latency row with its p50's range over all comparable runs; returns the runs.
+
+    A run counts for a backend only when it ran on a comparable machine and
+    setup (:func:`incomparable`) with the same model file for that backend.
+    """
+    models = results.get("backend_models", {})
+    comparable = [h for h in history if incomparable(h, results) is None]
+    for row in results.get("latency", []):
+        values = [row["p50_ms"]]
+        for entry in comparable:
+            if entry.get("backend_models", {}).get(row["backend"]) != models.get(row["backend"]):
+                continue
+            old = next((c for c in entry["latency"] if _key(c) == _key(row)), None)
+            if old is not None:
+                values.append(old["p50_ms"])
+        row["run_to_run_p50_ms"] = [min(values), max(values)]
+        row["run_to_run_runs"] = len(values)
+    return 1 + len(comparable)

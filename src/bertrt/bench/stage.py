@@ -80,6 +80,7 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
     cfg = effective(config.bench)
     run.require("bench", [run.merged], producer="train")
     previous_path, previous = _previous_results(cfg, run)
+    history = reproducibility.load_history(run.bench_dir)
     threads = pin_threads(cfg.threads)
     load_at_start = load_average()
     phases: dict[str, float] = {}
@@ -159,7 +160,9 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
             kept = run.bench_dir / "results.previous.json"
             write_json(kept, previous)
             outputs.append(kept)
+    results["runs_in_history"] = reproducibility.add_run_to_run(results, history)
     outputs += write_reports(run.bench_dir, results)
+    outputs.append(reproducibility.write_history(run.bench_dir, history, results))
     used = {p for c in found.runners if c.label in runners for p in c.inputs if p.exists()}
     run.record(
         "bench",
