@@ -346,8 +346,9 @@ def to_markdown(results: dict[str, Any], plots: list[str]) -> str:
             f"{r['p50_spread_ms'][0]:.2f}–{r['p50_spread_ms'][1]:.2f}",
         ]
         if runs > 1:
+            count = r.get("run_to_run_runs", 1)
             low, high = r.get("run_to_run_p50_ms") or (r["p50_ms"], r["p50_ms"])
-            row.append(f"{low:.2f}–{high:.2f} ({r.get('run_to_run_runs', 1)})")
+            row.append(f"{low:.2f}–{high:.2f} ({count})" if count > 1 else "– (this run only)")
         speedup = r["speedup_vs_torch_fp32"]
         row += [_fmt(r["samples_per_s"], 1), _fmt(speedup) + ("x" if speedup else "")]
         rows.append(row)
