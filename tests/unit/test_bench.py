@@ -286,6 +286,34 @@ def test_interleave_runs_round_r_of_every_timer_before_round_r_plus_1() -> None:
     assert all(len(t.rounds) == 3 and len(t.result().round_p50_ms) == 3 for t in timers)
 
 
+class _FlakyRunner(_LoggingRunner):
+    """Fails on its fifth call: after warm-up and the first timed round."""
+
+    def infer(self, prepared: object) -> object:
+        if len(self.log) >= 4:
+            raise RuntimeError("device lost")
+        return super().infer(prepared)
+
+
+def test_a_runner_failing_mid_bench_is_skipped_and_the_others_go_on(bench_run: RunDir) -> None:
+    from bertrt.bench.discovery import Candidate
+    from bertrt.bench.stage import _measure_all
+
+    found = discover(bench_run, threads=1, patterns=["torch/fp32/cpu"])
+    calls: list[str] = []
+    found.runners.append(Candidate("runner/flaky/cpu", lambda: _FlakyRunner("flaky", calls)))
+    cfg = load_config(None, FAST).bench
+    eval_set = acc.build_eval_set(load_tokenizer(bench_run.merged), ["a b", "c"], [0, 1], 2, 16)
+    latency, logits, runners = _measure_all(
+        found, [(1, 8)], cfg, {"vocab_size": 1000}, eval_set, 0, (bench_run, 1)
+    )
+    assert list(runners) == ["torch/fp32/cpu"] and set(logits) == {"torch/fp32/cpu"}
+    assert [r["backend"] for r in latency] == ["torch/fp32/cpu"]
+    assert latency[0]["repeats"] == cfg.repeats
+    reasons = {s["backend"]: s["reason"] for s in found.skipped}
+    assert "device lost" in reasons["runner/flaky/cpu"] and len(calls) == 4
+
+
 def test_paired_ratio_cancels_drift_that_hits_both_backends() -> None:
     # The machine got 20% slower in round 2 for both backends alike.
     slow = {"p50_ms": 20.0, "round_p50_ms": [20.0, 24.0, 20.0]}

@@ -188,8 +188,9 @@ def _measure_all(
 
     All runners are active at once so that their timing rounds can be
     interleaved (:func:`bertrt.bench.timing.interleave`). A runner that fails
-    is closed, listed as skipped with the error, and the others go on; only
-    the reference's failure stops the bench, since agreement needs it.
+    is listed as skipped with the error and dropped (closed with the others
+    at the end), and the rest go on; only the reference's failure stops the
+    bench, since agreement needs it.
     """
     logits: dict[str, np.ndarray] = {}
     reference = _reference_label()
