@@ -122,6 +122,18 @@ class RunDir:
             return {"stages": {}}
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
 
+    def recorded_outputs(self) -> dict[str, str]:
+        """Relative path -> sha256 of every stage output the manifest records.
+
+        After :meth:`require` has passed for a file, this is its hash without
+        reading the file again.
+        """
+        return {
+            rel: digest
+            for record in self.read_manifest()["stages"].values()
+            for rel, digest in record.get("outputs", {}).items()
+        }
+
     def producer_of(self, path: Path) -> str | None:
         rel = self.rel(path)
         for stage, record in self.read_manifest()["stages"].items():

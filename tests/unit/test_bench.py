@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertrt.artifacts import RunDir
+from bertrt.artifacts import RunDir, sha256_path
 from bertrt.bench import accuracy as acc
 from bertrt.bench import reproducibility
 from bertrt.bench.backends.base import Runner
@@ -230,6 +230,8 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
     section = again["reproducibility"]
     assert section["comparable"] and section["cells"] == 6 and not section["models_changed"]
     assert set(saved["backend_models"]) == {c[0] for c in cells}
+    onnx_hash = saved["backend_models"]["onnxruntime/fp32/cpu"]["onnx/model.onnx"]
+    assert onnx_hash == sha256_path(bench_run.onnx("fp32"))
     assert json.loads((out / "results.previous.json").read_text())["latency"] == saved["latency"]
     for cell in section["latency"]:
         low, high = cell["previous_spread_ms"]

@@ -11,7 +11,7 @@ Backends whose model file changed in between (sha256 under
 
 On a shared VM the machine itself has slow and fast phases lasting minutes,
 longer than one run, which no within-run spread can capture (measured here:
-a whole 7-minute run 5-20 % slower than the next). So every run is also
+a whole 7-minute run 3-46 % slower than the next in every cell). So every run is also
 appended to ``bench/history.jsonl``, and each latency cell reports the
 range of its p50 over all comparable runs (``run_to_run_p50_ms``): the band
 a reader should take a figure's uncertainty from once there are a few runs.

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bertrt.artifacts import RunDir, StageTimer, sha256_path, write_json
+from bertrt.artifacts import RunDir, StageTimer, write_json
 from bertrt.bench import accuracy as acc
 from bertrt.bench import reproducibility
 from bertrt.bench.backends.base import Runner
@@ -128,6 +128,7 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
     machine = machine_info(threads)
     machine["load_average_at_start"] = load_at_start
     machine["cpu_steal_percent_latency_phase"] = steal
+    recorded = run.recorded_outputs()
 
     results: dict[str, Any] = {
         "run": str(run.root),
@@ -142,9 +143,10 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
         "accuracy": accuracy,
         "e2e": e2e,
         "skipped": found.skipped,
-        # What each backend ran, so a later run can tell a changed model from drift.
+        # What each backend ran, so a later run can tell a changed model from drift
+        # (the hashes discovery's require() checked the files against).
         "backend_models": {
-            c.label: {run.rel(p): sha256_path(p) for p in c.inputs if p.exists()}
+            c.label: {run.rel(p): recorded.get(run.rel(p)) for p in c.inputs if p.exists()}
             for c in found.runners
             if c.label in runners
         },
