@@ -68,7 +68,7 @@ lint:
 # TensorRT call of the engines package against the 10.13 API.
 typecheck:
 	$(PYTHON) scripts/trt_stubs.py build/trt-stubs
-	MYPYPATH=build/trt-stubs mypy src/bertrt/engines
+	MYPYPATH=build/trt-stubs mypy src/bertrt/engines src/bertrt/trt src/bertrt/runners/trt_runner.py
 
 test: lint typecheck
 	hadolint Dockerfile.trt

@@ -33,7 +33,7 @@ print(torch.__version__, "cuda", torch.version.cuda, "available" if torch.cuda.i
 PY
 )"
 note "tensorrt: $(py <<'PY' || echo "not importable"
-from bertrt.engines.availability import tensorrt_availability
+from bertrt.trt.availability import tensorrt_availability
 s = tensorrt_availability()
 print(s.version if s.ok else s.reason)
 PY

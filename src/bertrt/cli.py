@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bertrt.artifacts import RunDir
-from bertrt.bench.backends.registry import MODEL_NAMES as EVAL_MODELS
 from bertrt.config import Config, load_config
 from bertrt.errors import BertrtError
+from bertrt.runners.registry import MODEL_NAMES as EVAL_MODELS
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

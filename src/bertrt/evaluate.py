@@ -15,13 +15,13 @@ import numpy as np
 from tqdm import tqdm
 
 from bertrt.artifacts import RunDir
-from bertrt.bench.backends.registry import MODEL_NAMES, runner_for_model
 from bertrt.config import Config
 from bertrt.data import LABEL_NAMES, load_examples, read_split
 from bertrt.data.text import clean_body, question_text
 from bertrt.errors import ConfigError, MissingArtifactError
 from bertrt.metrics import classification_metrics, softmax
 from bertrt.modeling import encode, load_tokenizer
+from bertrt.runners.registry import MODEL_NAMES, runner_for_model
 
 
 def _check_model_name(model: str) -> None:

@@ -15,6 +15,8 @@ import numpy as np
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 NUM_LABELS = 2
+# One batch of model inputs: input name -> int64 array [batch, seq].
+Batch = dict[str, np.ndarray]
 OFFLINE_BASES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
@@ -38,7 +40,7 @@ def encode(
     texts: Sequence[str],
     max_length: int,
     padding: str | bool = "longest",
-) -> dict[str, np.ndarray]:
+) -> Batch:
     """Tokenize to the three int64 inputs. ``padding``: "longest" (dynamic) or "max_length"."""
     batch = tokenizer(
         list(texts),

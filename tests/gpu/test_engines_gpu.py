@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertrt.engines.availability import cuda_availability, tensorrt_availability
+from bertrt.trt.availability import cuda_availability, tensorrt_availability
 
 pytestmark = pytest.mark.gpu
 
@@ -123,10 +123,10 @@ def vocab(tiny_base: Path) -> int:
 
 
 def _build(onnx_path: Path, precision: str, out: Path) -> Path:
-    from bertrt.engines.availability import current_gpu, require_tensorrt_and_cuda
+    from bertrt.trt.availability import current_gpu, require_tensorrt_and_cuda
     from bertrt.engines.builder import build_engine, network_flags_and_builder_flags, onnx_precision
-    from bertrt.engines.metadata import EngineMeta, write_meta
-    from bertrt.engines.profiles import Profile
+    from bertrt.trt.metadata import EngineMeta, write_meta
+    from bertrt.trt.profiles import Profile
 
     version = require_tensorrt_and_cuda()
     plan = network_flags_and_builder_flags(version, precision, onnx_precision(onnx_path))
@@ -154,7 +154,7 @@ def _build(onnx_path: Path, precision: str, out: Path) -> Path:
 def test_tiny_fp16_engine_matches_onnxruntime(
     vocab: int, tiny_onnx: dict[str, Path], tmp_path: Path, cuda_graphs: bool
 ) -> None:
-    from bertrt.engines.runtime import TrtRunner
+    from bertrt.runners.trt_runner import TrtRunner
 
     engine = _build(tiny_onnx["fp16"], "fp16", tmp_path)
     batches = _batches(vocab, 48, 32, 16)
@@ -169,7 +169,7 @@ def test_tiny_fp16_engine_matches_onnxruntime(
 def test_tiny_int8_engine_agrees_with_onnxruntime(
     vocab: int, tiny_onnx: dict[str, Path], tmp_path: Path
 ) -> None:
-    from bertrt.engines.runtime import TrtRunner
+    from bertrt.runners.trt_runner import TrtRunner
 
     engine = _build(tiny_onnx["int8"], "int8", tmp_path)
     meta = json.loads((tmp_path / "int8.json").read_text())
@@ -184,8 +184,8 @@ def test_tiny_int8_engine_agrees_with_onnxruntime(
 def test_shape_outside_profile_is_refused(
     vocab: int, tiny_onnx: dict[str, Path], tmp_path: Path
 ) -> None:
-    from bertrt.engines.profiles import ShapeOutsideProfileError
-    from bertrt.engines.runtime import TrtRunner
+    from bertrt.trt.profiles import ShapeOutsideProfileError
+    from bertrt.runners.trt_runner import TrtRunner
 
     engine = _build(tiny_onnx["fp16"], "fp16", tmp_path)
     too_long = _batches(vocab, 2, 128, 2)[0]
@@ -196,7 +196,7 @@ def test_shape_outside_profile_is_refused(
 def test_engine_from_another_trt_version_is_refused(
     tiny_onnx: dict[str, Path], tmp_path: Path
 ) -> None:
-    from bertrt.engines.runtime import TrtRunner
+    from bertrt.runners.trt_runner import TrtRunner
     from bertrt.errors import StaleArtifactError
 
     engine = _build(tiny_onnx["fp16"], "fp16", tmp_path)
@@ -254,7 +254,7 @@ def _test_batches(limit: int = 512) -> list[dict[str, np.ndarray]]:
 
 
 def test_default_run_fp16_matches_onnxruntime(default_engines: dict[str, Path]) -> None:
-    from bertrt.engines.runtime import TrtRunner
+    from bertrt.runners.trt_runner import TrtRunner
 
     with TrtRunner(default_engines["fp16"]) as runner:
         for batch in _test_batches():
@@ -263,7 +263,7 @@ def test_default_run_fp16_matches_onnxruntime(default_engines: dict[str, Path]) 
 
 
 def test_default_run_int8_agrees_with_onnxruntime(default_engines: dict[str, Path]) -> None:
-    from bertrt.engines.runtime import TrtRunner
+    from bertrt.runners.trt_runner import TrtRunner
 
     batches = _test_batches()
     with TrtRunner(default_engines["int8"]) as runner:

@@ -19,9 +19,9 @@ import pytest
 from bertrt.artifacts import RunDir, sha256_path
 from bertrt.bench import accuracy as acc
 from bertrt.bench import reproducibility
-from bertrt.bench.backends.base import Runner
-from bertrt.bench.backends.torch_backend import TorchRunner
-from bertrt.bench.batching import bucketed_batches, pad_to_max_batches, tokenize_unpadded
+from bertrt.runners.base import Runner
+from bertrt.runners.torch_runner import TorchRunner
+from bertrt.runners.batching import bucketed_batches, pad_to_max_batches, tokenize_unpadded
 from bertrt.bench.discovery import discover, selected
 from bertrt.bench.machine import steal_percent
 from bertrt.bench.report import add_speedups, choose_best, paired_ratio

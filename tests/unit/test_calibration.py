@@ -140,7 +140,7 @@ def test_excluded_nodes_stay_float(
 
 
 def test_calibrate_stage_writes_models_and_report(exported: RunDir) -> None:
-    from bertrt.bench.backends.registry import runner_for_model
+    from bertrt.runners.registry import runner_for_model
     from bertrt.calibration.stage import run as calibrate_stage
 
     report = calibrate_stage(load_config(overrides=SMALL), exported)

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config, ProfileConfig, load_config
-from bertrt.engines.availability import tensorrt_availability, trt_major
+from bertrt.trt.availability import tensorrt_availability, trt_major
 from bertrt.engines.builder import (
     check_engine_precision,
     layer_precisions,
@@ -29,14 +29,14 @@ from bertrt.engines.builder import (
     onnx_precision,
     onnx_precision_of,
 )
-from bertrt.engines.metadata import (
+from bertrt.trt.metadata import (
     EngineMeta,
     GpuInfo,
     check_engine_compatible,
     read_meta,
     write_meta,
 )
-from bertrt.engines.profiles import (
+from bertrt.trt.profiles import (
     Profile,
     ShapeOutsideProfileError,
     build_profile,
@@ -57,7 +57,7 @@ H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 
 
 def _trt_usable() -> bool:
-    from bertrt.engines.availability import cuda_availability
+    from bertrt.trt.availability import cuda_availability
 
     return tensorrt_availability().ok and cuda_availability().ok
 
@@ -395,7 +395,7 @@ def test_build_engine_cli_exits_3_with_one_line(
 
 @pytest.mark.skipif(_trt_usable(), reason="TensorRT and a GPU are present here")
 def test_runner_refuses_without_tensorrt(tmp_path: Path) -> None:
-    from bertrt.engines.runtime import TrtRunner
+    from bertrt.runners.trt_runner import TrtRunner
 
     runner = TrtRunner(tmp_path / "engines" / "fp16.plan")  # construction touches nothing
     assert runner.label == "tensorrt/fp16/cuda"

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from bertrt.bench.backends.base import Batch, Runner
-from bertrt.bench.batching import bucketed_batches, tokenize_unpadded
 from bertrt.metrics import classification_metrics
+from bertrt.runners.base import Batch, Runner
+from bertrt.runners.batching import bucketed_batches, tokenize_unpadded
 
 REFERENCE = "torch/fp32"
 

@@ -7,7 +7,7 @@ ends up either in :attr:`Discovery.runners` or in :attr:`Discovery.skipped`
 with a one-line reason that names the command or package that would add it.
 
 Frameworks that may be absent (CUDA, onnxruntime-gpu, TensorRT) and modules
-other helpers own (``bertrt.engines.runtime``) are imported lazily here and
+other helpers own (``bertrt.runners.trt_runner``) are imported lazily here and
 nowhere else in the harness.
 """
 
@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from bertrt.artifacts import RunDir
-from bertrt.bench.backends.base import Runner
-from bertrt.bench.backends.ort_backend import OrtRunner
-from bertrt.bench.backends.registry import ONNX_MODELS
-from bertrt.bench.backends.torch_backend import TorchRunner
 from bertrt.errors import BertrtError
 from bertrt.modeling import INPUT_NAMES
+from bertrt.runners.base import Runner
+from bertrt.runners.ort_runner import OrtRunner
+from bertrt.runners.registry import ONNX_MODELS
+from bertrt.runners.torch_runner import TorchRunner
 
 TRT_HINT = "needs an NVIDIA GPU; see docs/tensorrt.md"
 # ONNX models worth timing on the ONNX Runtime CPU provider. The fp16 model is
@@ -225,7 +225,7 @@ def tensorrt_missing() -> str | None:
     """Why TensorRT cannot be used here, or None. ``import tensorrt`` alone is not enough:
     with only tensorrt-stubs installed it imports an empty namespace package."""
     try:
-        availability = importlib.import_module("bertrt.engines.availability")
+        availability = importlib.import_module("bertrt.trt.availability")
         status = availability.tensorrt_availability()
         return None if status.ok else str(status.reason)
     except (ImportError, AttributeError):
@@ -251,11 +251,11 @@ def _tensorrt(found: Discovery, run: RunDir, precisions: list[str], cuda_graphs:
             found.skip(label, f"CUDA not available ({TRT_HINT})")
         return
     try:
-        runtime = importlib.import_module("bertrt.engines.runtime")
+        runtime = importlib.import_module("bertrt.runners.trt_runner")
         trt_runner = runtime.TrtRunner
     except (ImportError, AttributeError) as err:
         for label in labels:
-            found.skip(label, f"bertrt.engines.runtime.TrtRunner unavailable ({err})")
+            found.skip(label, f"bertrt.runners.trt_runner.TrtRunner unavailable ({err})")
         return
     for precision, label in zip(precisions, labels, strict=True):
         engine = run.engine(precision)

@@ -2,7 +2,7 @@
 
 Latency on synthetic shapes says what one batch costs; this says what a user
 gets for a file of real questions. Two batching policies are compared on the
-same rows and runner (see :mod:`bertrt.bench.batching`): padding every row
+same rows and runner (see :mod:`bertrt.runners.batching`): padding every row
 to ``max_length`` versus sorting by length and padding per batch. Rounds
 alternate the policies so slow drift of the machine hits both alike; each
 figure is the median over rounds.
@@ -17,8 +17,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from bertrt.bench.backends.base import Runner
-from bertrt.bench.batching import POLICIES, batches
+from bertrt.runners.base import Runner
+from bertrt.runners.batching import POLICIES, batches
 
 
 def run_policy(

@@ -35,8 +35,6 @@ from tqdm.auto import tqdm
 from bertrt.artifacts import RunDir, StageTimer, write_json
 from bertrt.bench import accuracy as acc
 from bertrt.bench import reproducibility
-from bertrt.bench.backends.base import Runner
-from bertrt.bench.backends.torch_backend import TorchRunner
 from bertrt.bench.discovery import Candidate, Discovery, cuda_available, discover, selected
 from bertrt.bench.e2e import measure_e2e
 from bertrt.bench.machine import (
@@ -50,6 +48,8 @@ from bertrt.bench.report import add_speedups, choose_best, summary_targets, writ
 from bertrt.bench.timing import ShapeTimer, TimingPlan, interleave, synthetic_batch
 from bertrt.config import BenchConfig, Config
 from bertrt.errors import BertrtError, ConfigError
+from bertrt.runners.base import Runner
+from bertrt.runners.torch_runner import TorchRunner
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.bench.backends.base import Batch, Runner
+from bertrt.runners.base import Batch, Runner
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,9 @@ from bertrt.calibration.quantize import quantize_qdq, quiet_ort
 from bertrt.calibration.sweep import EvalSet, accuracy_of, logits
 from bertrt.errors import ConfigError
 from bertrt.export.verify import ort_session
-from bertrt.modeling import OUTPUT_NAME
+from bertrt.modeling import OUTPUT_NAME, Batch
 
 log = logging.getLogger(__name__)
-Batch = dict[str, np.ndarray]
 
 
 @dataclass

@@ -11,14 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from onnxruntime.quantization import CalibrationDataReader
 
 from bertrt.errors import ConfigError
-from bertrt.modeling import encode
-
-Batch = dict[str, np.ndarray]
+from bertrt.modeling import Batch, encode
 
 
 def calibration_texts(train: pd.DataFrame, rows: int, batch_size: int, seed: int) -> list[str]:

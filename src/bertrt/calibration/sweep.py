@@ -23,10 +23,9 @@ from tqdm import tqdm
 
 from bertrt.calibration.quantize import Candidate, quantize_qdq
 from bertrt.export.verify import ort_session
-from bertrt.modeling import OUTPUT_NAME, encode
+from bertrt.modeling import OUTPUT_NAME, Batch, encode
 
 log = logging.getLogger(__name__)
-Batch = dict[str, np.ndarray]
 
 
 @dataclass

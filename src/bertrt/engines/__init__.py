@@ -1,20 +1,7 @@
-"""TensorRT engines: profiles, builder, sidecar metadata, runtime runner.
+"""The build-engine stage: TensorRT FP16/INT8 engines from the run's ONNX files.
 
-Importing this package never imports TensorRT or CUDA; each module imports
-them inside the functions that need them (and for the type checker only under
-TYPE_CHECKING), so the CPU install and its tests work without them.
+The facts an engine shares with whoever runs it (is TensorRT here, the
+optimization profile, the sidecar JSON) live in :mod:`bertrt.trt`; the runner
+that executes an engine is :mod:`bertrt.runners.trt_runner`. Importing this
+package never imports TensorRT or CUDA.
 """
-
-from bertrt.engines.availability import cuda_availability, tensorrt_availability
-from bertrt.engines.metadata import EngineMeta, GpuInfo, check_engine_compatible
-from bertrt.engines.profiles import Profile, build_profile
-
-__all__ = [
-    "EngineMeta",
-    "GpuInfo",
-    "Profile",
-    "build_profile",
-    "check_engine_compatible",
-    "cuda_availability",
-    "tensorrt_availability",
-]

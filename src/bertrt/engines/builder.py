@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bertrt.engines.availability import trt_major
-from bertrt.engines.profiles import Profile
 from bertrt.errors import BertrtError, ConfigError, VerificationError
 from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME
+from bertrt.trt.availability import trt_major
+from bertrt.trt.profiles import Profile
 
 if TYPE_CHECKING:
     import tensorrt as trt

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from bertrt.artifacts import RunDir, StageTimer, sha256_path, write_bytes
 from bertrt.config import Config
-from bertrt.engines.availability import current_gpu, require_tensorrt_and_cuda
 from bertrt.engines.builder import (
     PRECISIONS,
     BuildPlan,
@@ -24,9 +23,10 @@ from bertrt.engines.builder import (
     network_flags_and_builder_flags,
     onnx_precision,
 )
-from bertrt.engines.metadata import EngineMeta, read_meta, write_meta
-from bertrt.engines.profiles import Profile, build_profile, max_positions_of
 from bertrt.errors import BertrtError, ConfigError
+from bertrt.trt.availability import current_gpu, require_tensorrt_and_cuda
+from bertrt.trt.metadata import EngineMeta, read_meta, write_meta
+from bertrt.trt.profiles import Profile, build_profile, max_positions_of
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 
 from bertrt.errors import VerificationError
-from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, encode
-
-Batch = dict[str, np.ndarray]
+from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, Batch, encode
 
 
 class ShapeMismatchError(VerificationError):

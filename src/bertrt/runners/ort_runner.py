@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.bench.backends.base import Batch, Runner
 from bertrt.errors import UnavailableError
 from bertrt.modeling import OUTPUT_NAME
 from bertrt.ort_sessions import cpu_session, session_options
+from bertrt.runners.base import Batch, Runner
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",

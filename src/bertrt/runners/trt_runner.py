@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bertrt.bench.backends.base import Batch, Runner
-from bertrt.engines.availability import current_gpu, require_tensorrt_and_cuda
-from bertrt.engines.metadata import EngineMeta, check_engine_compatible, read_meta
-from bertrt.engines.profiles import Profile
 from bertrt.errors import MissingArtifactError, StaleArtifactError
 from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME
+from bertrt.runners.base import Batch, Runner
+from bertrt.trt.availability import current_gpu, require_tensorrt_and_cuda
+from bertrt.trt.metadata import EngineMeta, check_engine_compatible, read_meta
+from bertrt.trt.profiles import Profile
 
 if TYPE_CHECKING:
     import tensorrt as trt

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bertrt.artifacts import RunDir
-from bertrt.bench.backends.base import Runner
-from bertrt.bench.backends.ort_backend import OrtRunner
-from bertrt.bench.backends.torch_backend import TorchRunner
+from bertrt.runners.base import Runner
+from bertrt.runners.ort_runner import OrtRunner
+from bertrt.runners.torch_runner import TorchRunner
 
 # model name -> (ONNX variant for RunDir.onnx, precision label, producing stage)
 ONNX_MODELS = {

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bertrt.artifacts import read_json, write_json
-from bertrt.engines.profiles import Profile
 from bertrt.errors import MissingArtifactError, StaleArtifactError
+from bertrt.trt.profiles import Profile
 
 SCHEMA = 1
 

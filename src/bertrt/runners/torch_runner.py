@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.bench.backends.base import Batch, Runner
 from bertrt.errors import UnavailableError
+from bertrt.runners.base import Batch, Runner
 
 
 class TorchRunner(Runner):

@@ -13,8 +13,8 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-from bertrt.engines.metadata import GpuInfo
 from bertrt.errors import UnavailableError
+from bertrt.trt.metadata import GpuInfo
 
 HOW_TO_GET = (
     "run it in the NVIDIA container (`make docker-build && make docker-run DATA=...`, "

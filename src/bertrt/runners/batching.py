@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.bench.backends.base import Batch
 from bertrt.modeling import encode
+from bertrt.runners.base import Batch
 
 POLICIES = ("pad_to_max", "bucketed")
 # Bucketed batches are padded to a multiple of 8 tokens (tensor-core friendly,

@@ -18,7 +18,7 @@ from typing import Any, Self
 
 import numpy as np
 
-Batch = dict[str, np.ndarray]
+from bertrt.modeling import Batch
 
 
 class Runner(ABC):
