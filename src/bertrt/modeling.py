@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from bertrt.errors import VerificationError
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
@@ -51,3 +54,18 @@ def encode(
         return_token_type_ids=True,
     )
     return {name: np.asarray(batch[name], dtype=np.int64) for name in INPUT_NAMES}
+
+
+def load_onnx(path: Path, load_weights: bool = True) -> Any:
+    """``onnx.load`` that turns an unreadable file into an error naming it."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=load_weights)
+        onnx.checker.check_model(model if load_weights else str(path))
+    except Exception as err:  # protobuf DecodeError, ValidationError, OSError
+        raise VerificationError(
+            f"{path}: not a valid ONNX model ({type(err).__name__}: {err}); "
+            "rerun the stage that wrote it"
+        ) from err
+    return model

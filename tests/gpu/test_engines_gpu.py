@@ -123,8 +123,8 @@ def vocab(tiny_base: Path) -> int:
 
 
 def _build(onnx_path: Path, precision: str, out: Path) -> Path:
-    from bertrt.trt.availability import current_gpu, require_tensorrt_and_cuda
     from bertrt.engines.builder import build_engine, network_flags_and_builder_flags, onnx_precision
+    from bertrt.trt.availability import current_gpu, require_tensorrt_and_cuda
     from bertrt.trt.metadata import EngineMeta, write_meta
     from bertrt.trt.profiles import Profile
 
@@ -184,8 +184,8 @@ def test_tiny_int8_engine_agrees_with_onnxruntime(
 def test_shape_outside_profile_is_refused(
     vocab: int, tiny_onnx: dict[str, Path], tmp_path: Path
 ) -> None:
-    from bertrt.trt.profiles import ShapeOutsideProfileError
     from bertrt.runners.trt_runner import TrtRunner
+    from bertrt.trt.profiles import ShapeOutsideProfileError
 
     engine = _build(tiny_onnx["fp16"], "fp16", tmp_path)
     too_long = _batches(vocab, 2, 128, 2)[0]
@@ -196,8 +196,8 @@ def test_shape_outside_profile_is_refused(
 def test_engine_from_another_trt_version_is_refused(
     tiny_onnx: dict[str, Path], tmp_path: Path
 ) -> None:
-    from bertrt.runners.trt_runner import TrtRunner
     from bertrt.errors import StaleArtifactError
+    from bertrt.runners.trt_runner import TrtRunner
 
     engine = _build(tiny_onnx["fp16"], "fp16", tmp_path)
     sidecar = tmp_path / "fp16.json"

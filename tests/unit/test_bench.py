@@ -19,9 +19,6 @@ import pytest
 from bertrt.artifacts import RunDir, sha256_path
 from bertrt.bench import accuracy as acc
 from bertrt.bench import reproducibility
-from bertrt.runners.base import Runner
-from bertrt.runners.torch_runner import TorchRunner
-from bertrt.runners.batching import bucketed_batches, pad_to_max_batches, tokenize_unpadded
 from bertrt.bench.discovery import discover, selected
 from bertrt.bench.machine import steal_percent
 from bertrt.bench.report import add_speedups, choose_best, paired_ratio
@@ -38,6 +35,9 @@ from bertrt.config import load_config
 from bertrt.errors import ConfigError
 from bertrt.export.onnx_export import export_onnx, load_torch_model
 from bertrt.modeling import INPUT_NAMES, load_tokenizer
+from bertrt.runners.base import Runner
+from bertrt.runners.batching import bucketed_batches, pad_to_max_batches, tokenize_unpadded
+from bertrt.runners.torch_runner import TorchRunner
 from tests.conftest import make_trained_run
 
 REPO = Path(__file__).resolve().parents[2]

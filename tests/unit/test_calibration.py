@@ -22,8 +22,8 @@ from bertrt.calibration import (
 from bertrt.calibration.quantize import prepare_model, quantized_nodes
 from bertrt.config import load_config
 from bertrt.errors import ConfigError, StaleArtifactError
-from bertrt.export.trt_support import check_trt_ready
 from bertrt.modeling import load_tokenizer
+from bertrt.trt.onnx_support import check_trt_ready
 from tests.conftest import make_trained_run
 
 SMALL = [
@@ -140,8 +140,8 @@ def test_excluded_nodes_stay_float(
 
 
 def test_calibrate_stage_writes_models_and_report(exported: RunDir) -> None:
-    from bertrt.runners.registry import runner_for_model
     from bertrt.calibration.stage import run as calibrate_stage
+    from bertrt.runners.registry import runner_for_model
 
     report = calibrate_stage(load_config(overrides=SMALL), exported)
     saved = read_json(exported.calibration_dir / "report.json")

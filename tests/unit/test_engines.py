@@ -21,7 +21,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config, ProfileConfig, load_config
-from bertrt.trt.availability import tensorrt_availability, trt_major
 from bertrt.engines.builder import (
     check_engine_precision,
     layer_precisions,
@@ -29,6 +28,16 @@ from bertrt.engines.builder import (
     onnx_precision,
     onnx_precision_of,
 )
+from bertrt.engines.stage import plan_engines
+from bertrt.errors import (
+    ConfigError,
+    MissingArtifactError,
+    StaleArtifactError,
+    UnavailableError,
+    VerificationError,
+)
+from bertrt.modeling import INPUT_NAMES
+from bertrt.trt.availability import tensorrt_availability, trt_major
 from bertrt.trt.metadata import (
     EngineMeta,
     GpuInfo,
@@ -42,15 +51,6 @@ from bertrt.trt.profiles import (
     build_profile,
     max_positions_of,
 )
-from bertrt.engines.stage import plan_engines
-from bertrt.errors import (
-    ConfigError,
-    MissingArtifactError,
-    StaleArtifactError,
-    UnavailableError,
-    VerificationError,
-)
-from bertrt.modeling import INPUT_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")

@@ -111,7 +111,7 @@ def test_verify_raises_shape_error(exported: RunDir) -> None:
 
 
 def test_corrupted_onnx_is_named_and_not_overwritten(exported: RunDir, tmp_path: Path) -> None:
-    from bertrt.export.onnx_export import load_onnx
+    from bertrt.modeling import load_onnx
 
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"not a protobuf at all")

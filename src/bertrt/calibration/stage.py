@@ -37,10 +37,9 @@ from bertrt.calibration.sweep import (
 )
 from bertrt.config import CalibrationConfig, Config
 from bertrt.data import load_split
-from bertrt.export.onnx_export import load_onnx
 from bertrt.export.stage import publish
-from bertrt.export.trt_support import check_trt_ready
-from bertrt.modeling import encode, load_tokenizer
+from bertrt.modeling import encode, load_onnx, load_tokenizer
+from bertrt.trt.onnx_support import check_trt_ready
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,11 @@
 """Export stage: merged PyTorch model -> verified fp32, optimized and fp16 ONNX graphs."""
 
 from bertrt.export.onnx_export import export_onnx
-from bertrt.export.trt_support import TrtReadinessError, check_trt_ready
 from bertrt.export.verify import ShapeMismatchError, ToleranceExceededError, verify_onnx
 
 __all__ = [
     "ShapeMismatchError",
     "ToleranceExceededError",
-    "TrtReadinessError",
-    "check_trt_ready",
     "export_onnx",
     "verify_onnx",
 ]

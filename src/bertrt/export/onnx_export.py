@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.errors import VerificationError
 from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME
 
 # One place that declares the graph's I/O contract (names, dtypes, dynamic axes).
@@ -77,18 +76,3 @@ def export_onnx(model: Any, out_path: Path, sample: dict[str, np.ndarray], opset
             do_constant_folding=True,
             dynamo=False,
         )
-
-
-def load_onnx(path: Path, load_weights: bool = True) -> Any:
-    """``onnx.load`` that turns an unreadable file into an error naming it."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=load_weights)
-        onnx.checker.check_model(model if load_weights else str(path))
-    except Exception as err:  # protobuf DecodeError, ValidationError, OSError
-        raise VerificationError(
-            f"{path}: not a valid ONNX model ({type(err).__name__}: {err}); "
-            "rerun the stage that wrote it"
-        ) from err
-    return model

@@ -21,11 +21,11 @@ from bertrt.artifacts import RunDir, StageTimer, atomic_file
 from bertrt.config import Config
 from bertrt.data import load_split
 from bertrt.export.fp16 import convert_fp16
-from bertrt.export.onnx_export import export_onnx, load_onnx, load_torch_model
+from bertrt.export.onnx_export import export_onnx, load_torch_model
 from bertrt.export.optimize import optimize_for_ort
-from bertrt.export.trt_support import check_trt_ready
 from bertrt.export.verify import parity_cases, torch_reference, verify_onnx
-from bertrt.modeling import encode, load_tokenizer
+from bertrt.modeling import encode, load_onnx, load_tokenizer
+from bertrt.trt.onnx_support import check_trt_ready
 
 log = logging.getLogger(__name__)
 

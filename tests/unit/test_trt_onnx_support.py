@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bertrt.export.trt_support import (
+from bertrt.trt.onnx_support import (
     TRT_OPSET_RANGE,
     TRT_SUPPORTED_OPS,
     TrtReadinessError,

@@ -17,7 +17,6 @@ A failing check raises TrtReadinessError naming the node(s).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,9 +163,3 @@ def _weight_axis_problem(node: Any, scale: np.ndarray, value: Any, consumers: An
                 f"(axis {axis}, {scale.size} scales; want axis {want}, {weight.shape[want]})"
             )
     return None
-
-
-def check_trt_file(path: Path) -> TrtReport:
-    from bertrt.export.onnx_export import load_onnx
-
-    return check_trt_ready(load_onnx(path), path.name)
