@@ -102,8 +102,6 @@ class CalibrationConfig:
     percentile: float = 99.9999
     sweep: bool = False
     sweep_percentiles: list[float] = field(default_factory=lambda: [99.9, 99.99, 99.999, 99.9999])
-    # Accuracy budget, in percentage points of validation accuracy below fp32.
-    accuracy_budget: float = 0.5
     sensitivity_max_excluded: int = 8
     # Validation rows the per-node sensitivity pass compares logits on.
     sensitivity_rows: int = 128
@@ -162,9 +160,6 @@ class BenchConfig:
     # Test rows scored per backend (None = the whole test split).
     accuracy_rows: int | None = None
     accuracy_batch_size: int = 32
-    # A backend counts as "within budget" when its accuracy is at most this
-    # many points below the torch fp32 reference.
-    accuracy_budget: float = 0.5
     e2e_batch_size: int = 32
     # End-to-end runs: "best" = the fastest backend within the accuracy budget
     # at the largest batch; also labels/prefixes/globs as in `backends`.
@@ -186,6 +181,10 @@ class BenchConfig:
 @dataclass
 class Config:
     seed: int = 42
+    # How far (percentage points of accuracy) a faster model may fall below
+    # fp32 and still count: calibration chooses its INT8 and CPU models within
+    # it (on validation rows), the bench its best backend (on test rows).
+    accuracy_budget: float = 0.5
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

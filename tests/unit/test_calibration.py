@@ -175,7 +175,7 @@ def test_sweep_records_every_candidate_and_exclusions(exported: RunDir) -> None:
             "calibration.sweep=true",
             "calibration.sweep_percentiles=[99.9,99.999]",
             # A budget no model meets forces the sensitivity pass and exclusions.
-            "calibration.accuracy_budget=-100",
+            "accuracy_budget=-100",
             "calibration.sensitivity_max_excluded=2",
             "calibration.sensitivity_rows=16",
             "calibration.cpu_candidates=[fp32-opt]",

@@ -14,12 +14,7 @@ import platform
 from typing import Any
 
 from bertrt.artifacts import package_versions
-
-
-def usable_cores() -> int:
-    with contextlib.suppress(AttributeError):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+from bertrt.hardware import cpu_flags, cpu_model, usable_cores
 
 
 def pin_threads(threads: int | None) -> int:
@@ -31,25 +26,6 @@ def pin_threads(threads: int | None) -> int:
     with contextlib.suppress(RuntimeError):  # only settable before the first parallel region
         torch.set_num_interop_threads(1)
     return count
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD features that decide which kernels run (AVX-512, VNNI, BF16, AMX)."""
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo", encoding="utf-8"):  # noqa: SIM115
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in wanted if f in flags]
-    return []
 
 
 def gpu_info() -> dict[str, Any] | None:

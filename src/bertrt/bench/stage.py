@@ -151,7 +151,7 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
             if c.label in runners
         },
     }
-    results["targets"] = summary_targets(results, cfg.accuracy_budget)
+    results["targets"] = summary_targets(results, config.accuracy_budget)
     results["phases"] = phases
     results["wall_s"] = round(timer.elapsed, 1)
     results["written_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -356,7 +356,7 @@ def _e2e(
     tokenizer: Any,
     test: pd.DataFrame,
 ) -> dict[str, Any]:
-    best = choose_best(latency, accuracy, cfg.accuracy_budget)
+    best = choose_best(latency, accuracy, config.accuracy_budget)
     labels = [
         label
         for label in runners

@@ -62,7 +62,7 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
         "calibration_rows": len(reader) * cfg.batch_size,
         "batch_size": cfg.batch_size,
         "eval_rows": data.rows,
-        "accuracy_budget": cfg.accuracy_budget,
+        "accuracy_budget": config.accuracy_budget,
         "sweep": cfg.sweep,
     }
     run.onnx_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,9 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
         fp32_out = logits(fp32, data)
         fp32_acc = accuracy_of(fp32_out, data)
         report["fp32_val_accuracy"] = fp32_acc
-        int8_path, chosen, ranges = _int8(cfg, fp32, prepared, reader, data, fp32_acc, work, report)
+        int8_path, chosen, ranges = _int8(
+            cfg, config.accuracy_budget, fp32, prepared, reader, data, fp32_acc, work, report
+        )
         report["int8"]["tensorrt_check"] = check_trt_ready(
             load_onnx(int8_path), run.onnx("int8").name
         ).to_dict()
@@ -85,7 +87,7 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
         timing = _timing_batches(tokenizer, val["text"].tolist(), max_length)
         cands = build_candidates(cfg.cpu_candidates, fp32, opt, prepared, u8_ranges, work)
         best_cpu, cpu_all, cpu_path = choose_cpu_model(
-            cands, data, fp32_out, cfg.accuracy_budget, timing
+            cands, data, fp32_out, config.accuracy_budget, timing
         )
         report["cpu"] = {
             "chosen": best_cpu.name,
@@ -133,6 +135,7 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
 
 def _int8(
     cfg: CalibrationConfig,
+    budget: float,
     fp32: Path,
     prepared: Path,
     reader: CalibrationReader,
@@ -170,7 +173,7 @@ def _int8(
         score(cand.name, ranges[cand], [])
     best = pick_best(scored)
     report["int8"] = {"sensitivity": None}
-    if cfg.sweep and best.drop > cfg.accuracy_budget and cfg.sensitivity_max_excluded > 0:
+    if cfg.sweep and best.drop > budget and cfg.sensitivity_max_excluded > 0:
         best_ranges = paths[best.name][1]
         # Every k-th length-sorted batch: a spread of lengths in ~sensitivity_rows rows.
         step = max(1, -(-data.rows // max(1, cfg.sensitivity_rows)))
@@ -181,15 +184,15 @@ def _int8(
         report["int8"]["sensitivity"] = [{"node": n, "logit_mse": e} for n, e in ranked]
         for k in exclusion_steps(min(cfg.sensitivity_max_excluded, len(ranked))):
             result = score(f"{best.name}-exclude{k}", best_ranges, [n for n, _ in ranked[:k]])
-            if result.drop <= cfg.accuracy_budget:
+            if result.drop <= budget:
                 break
         best = pick_best(scored)
-    if best.drop > cfg.accuracy_budget:
+    if best.drop > budget:
         log.warning(
             "calibrate: int8 %s is %.2f points below fp32 on validation (budget %.2f)%s",
             best.name,
             best.drop,
-            cfg.accuracy_budget,
+            budget,
             "" if cfg.sweep else "; try `bertrt calibrate --sweep`",
         )
     report["int8"].update(

@@ -2,7 +2,7 @@
 
 1. Every calibration candidate (minmax, entropy, percentiles) is quantized
    and scored on the validation split (capped at calibration.eval_rows).
-2. If the best is still more than calibration.accuracy_budget points below
+2. If the best is still more than accuracy_budget points below
    fp32, a per-layer sensitivity pass quantizes one MatMul/Gemm at a time and
    measures how far its logits move from fp32 on a slice of validation rows;
    the most sensitive nodes are then left in float, 1, 2, 4, ... up to

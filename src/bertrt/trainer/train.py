@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from bertrt.config import Config
 from bertrt.data.kaggle import LABEL_NAMES
 from bertrt.errors import ConfigError, UnavailableError
+from bertrt.hardware import cpu_has_native_bf16, cpu_model
 from bertrt.metrics import classification_metrics
 from bertrt.modeling import NUM_LABELS, resolve_base_model
 from bertrt.trainer.presets import Preset
@@ -36,15 +36,6 @@ _COSMETIC_KEYS = ("report_to", "logging_steps", "dataloader_workers", "eval_batc
 
 
 # -- hardware -------------------------------------------------------------------
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX-512 BF16 in the CPU flags: bf16 autocast is then faster than fp32, not emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
-
-
 def resolve_precision(requested: str, cuda: bool) -> str:
     """``auto`` -> bf16 on CUDA (fp16 where bf16 is missing) or a bf16-capable CPU, else fp32."""
     if requested == "auto":
@@ -66,17 +57,9 @@ def device_description(precision: str) -> dict[str, Any]:
             "count": torch.cuda.device_count(),
             "precision": precision,
         }
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "type": "cpu",
-        "name": name,
+        "name": cpu_model(),
         "threads": torch.get_num_threads(),
         "precision": f"{precision}-autocast" if precision != "fp32" else "fp32",
     }
