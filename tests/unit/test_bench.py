@@ -264,15 +264,16 @@ class _LoggingRunner(Runner):
     """A runner that only logs the order in which it was called."""
 
     def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
         self.variant, self.log = name, log
 
-    def activate(self) -> None:
+    def _activate(self) -> None:
         return None
 
-    def close(self) -> None:
+    def _deactivate(self) -> None:
         return None
 
-    def infer(self, prepared: object) -> object:
+    def _infer(self, prepared: object) -> object:
         self.log.append(self.variant)
         return prepared
 
@@ -281,7 +282,7 @@ def test_interleave_runs_round_r_of_every_timer_before_round_r_plus_1() -> None:
     order: list[str] = []
     plan = TimingPlan(warmup=1, iterations=2, repeats=3, round_warmup=0)
     batch = synthetic_batch(1, 4, 1000)
-    timers = [ShapeTimer(_LoggingRunner(n, order), batch, plan) for n in ("a", "b")]
+    timers = [ShapeTimer(_LoggingRunner(n, order).__enter__(), batch, plan) for n in ("a", "b")]
     order.clear()  # forget the warm-up calls
     interleave(timers, plan.repeats)
     assert order == ["a", "a", "b", "b"] * 3
@@ -291,10 +292,10 @@ def test_interleave_runs_round_r_of_every_timer_before_round_r_plus_1() -> None:
 class _FlakyRunner(_LoggingRunner):
     """Fails on its fifth call: after warm-up and the first timed round."""
 
-    def infer(self, prepared: object) -> object:
+    def _infer(self, prepared: object) -> object:
         if len(self.log) >= 4:
             raise RuntimeError("device lost")
-        return super().infer(prepared)
+        return super()._infer(prepared)
 
 
 def test_a_runner_failing_mid_bench_is_skipped_and_the_others_go_on(bench_run: RunDir) -> None:

@@ -333,8 +333,7 @@ def _shape_timers(
     """A prepared, warmed-up timer per shape this runner accepts; the rest are skipped."""
     timers: dict[tuple[int, int], ShapeTimer] = {}
     for batch, seq in tqdm(grid, desc=f"warm-up {label}", unit="shape", leave=False):
-        limit = getattr(runner, "shape_error", None)
-        reason = limit(batch, seq) if callable(limit) else None
+        reason = runner.refusal(batch, seq)
         if reason:
             found.skip(f"{label}/b{batch}s{seq}", str(reason))
             continue

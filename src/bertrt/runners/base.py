@@ -1,13 +1,20 @@
 """One runner interface for every inference framework, in the style of Polygraphy's runners.
 
-A runner is a context manager: constructing it is cheap, entering it loads
-the model and allocates (device) memory, leaving it frees them. The harness
-and ``bertrt evaluate`` see only this interface, never the framework inside.
+A runner is a context manager: constructing it is cheap and touches no
+framework; :meth:`Runner.activate` (entering the ``with`` block) loads the
+model and allocates (device) memory, :meth:`Runner.deactivate` (leaving it)
+frees them. Activating twice, or inferring on an inactive runner, raises
+:class:`RunnerStateError` naming the runner. Everything that runs a model
+(evaluate, predict, calibration scoring, the bench) sees only this interface.
 
 The timed region is ``infer(prepared)`` followed by ``synchronize()``:
 ``prepare`` moves a numpy batch to where the framework wants it (a CUDA
 tensor, an OrtValue) beforehand, so host-to-device copies and dtype
 conversions are never timed as inference.
+
+A runner's ``label`` (``framework/variant/device``, e.g.
+``onnxruntime/int8/cpu``) is given by the registry that built it, so the
+label a result is filed under and the label a row carries are one string.
 """
 
 from __future__ import annotations
@@ -21,16 +28,41 @@ import numpy as np
 from bertrt.modeling import Batch
 
 
+class RunnerStateError(RuntimeError):
+    """A runner used out of order: activated twice, or run before activation."""
+
+
 class Runner(ABC):
     name: str = "runner"  # framework: torch, onnxruntime, tensorrt
     precision: str = "fp32"  # fp32, bf16, fp16, int8, ...
     device: str = "cpu"  # cpu or cuda
-    variant: str = ""  # what distinguishes two runners of one framework (model file, provider)
+    variant: str = ""  # what tells two runners of one framework apart (model file, provider)
+
+    def __init__(self, label: str | None = None) -> None:
+        self._label = label
+        self.is_active = False
 
     @property
     def label(self) -> str:
-        parts = [self.name, self.variant or self.precision, self.device]
-        return "/".join(parts)
+        """``framework/variant/device``: the registry's name for this runner."""
+        return self._label or "/".join([self.name, self.variant or self.precision, self.device])
+
+    # -- lifecycle -------------------------------------------------------------
+    def activate(self) -> None:
+        """Load the model and allocate what inference needs."""
+        if self.is_active:
+            raise RunnerStateError(f"{self.label}: activate() called on an active runner")
+        self._activate()
+        self.is_active = True
+
+    def deactivate(self) -> None:
+        """Free everything :meth:`activate` allocated; a no-op on an inactive runner."""
+        if not self.is_active:
+            return
+        try:
+            self._deactivate()
+        finally:
+            self.is_active = False
 
     def __enter__(self) -> Self:
         self.activate()
@@ -42,23 +74,42 @@ class Runner(ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        self.deactivate()
 
     @abstractmethod
-    def activate(self) -> None:
-        """Load the model and allocate what inference needs."""
+    def _activate(self) -> None: ...
 
     @abstractmethod
-    def close(self) -> None:
-        """Free everything :meth:`activate` allocated; safe to call twice."""
+    def _deactivate(self) -> None: ...
 
+    def _require_active(self) -> None:
+        if not self.is_active:
+            raise RunnerStateError(f"{self.label}: not active; use it in a `with` block")
+
+    # -- shapes ----------------------------------------------------------------
+    def refusal(self, batch: int, seq: int) -> str | None:
+        """Why this runner cannot take a (batch, seq) input, or None when it can.
+
+        Only runners with fixed limits (a TensorRT engine's optimization
+        profile) refuse shapes; the harness skips such a cell with the reason.
+        """
+        return None
+
+    def accepts(self, batch: int, seq: int) -> bool:
+        return self.refusal(batch, seq) is None
+
+    # -- inference -------------------------------------------------------------
     def prepare(self, batch: Batch) -> Any:
         """Convert a numpy batch to this runner's native input (outside the timed region)."""
         return batch
 
-    @abstractmethod
     def infer(self, prepared: Any) -> Any:
         """Run the model on a prepared batch; may return before the device finishes."""
+        self._require_active()
+        return self._infer(prepared)
+
+    @abstractmethod
+    def _infer(self, prepared: Any) -> Any: ...
 
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on CPU)."""
@@ -68,8 +119,8 @@ class Runner(ABC):
         """The CUDA stream this runner's work completes on, for CUDA-event timing.
 
         None means the current torch stream (PyTorch, ORT's providers). A runner
-        that enqueues on a stream of its own (TrtRunner) overrides this;
-        otherwise events would time only the enqueue.
+        that enqueues on a stream of its own (the TensorRT runner) overrides
+        this; otherwise events would time only the enqueue.
         """
         return None
 
@@ -77,6 +128,7 @@ class Runner(ABC):
         return np.asarray(output, dtype=np.float32)
 
     def __call__(self, batch: Batch) -> np.ndarray:
+        """Logits of one numpy batch, as float32 numpy (prepare, infer, synchronize, copy back)."""
         out = self.infer(self.prepare(batch))
         self.synchronize()
         return self.to_numpy(out)

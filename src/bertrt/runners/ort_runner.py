@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.errors import UnavailableError
+from bertrt.errors import MissingArtifactError, UnavailableError
 from bertrt.modeling import OUTPUT_NAME
 from bertrt.ort_sessions import cpu_session, session_options
 from bertrt.runners.base import Batch, Runner
@@ -37,7 +37,9 @@ class OrtRunner(Runner):
         threads: int | None = None,
         variant: str | None = None,
         provider_options: dict[str, Any] | None = None,
+        label: str | None = None,
     ) -> None:
+        super().__init__(label)
         self.model_path = Path(model_path)
         self.precision = precision
         self.provider = provider
@@ -49,11 +51,11 @@ class OrtRunner(Runner):
         self.provider_options = provider_options or {}
         self.session: Any = None
 
-    def activate(self) -> None:
+    def _activate(self) -> None:
         import onnxruntime as ort
 
         if not self.model_path.is_file():
-            raise UnavailableError(f"onnxruntime runner: {self.model_path} does not exist")
+            raise MissingArtifactError(f"onnxruntime runner: {self.model_path} does not exist")
         wanted = PROVIDERS[self.provider]
         if wanted not in ort.get_available_providers():
             raise UnavailableError(
@@ -70,7 +72,7 @@ class OrtRunner(Runner):
             )
         self._inputs = [i.name for i in self.session.get_inputs()]
 
-    def close(self) -> None:
+    def _deactivate(self) -> None:
         self.session = None
 
     def prepare(self, batch: Batch) -> Any:
@@ -81,7 +83,7 @@ class OrtRunner(Runner):
 
         return {k: ort.OrtValue.ortvalue_from_numpy(v, "cuda", 0) for k, v in arrays.items()}
 
-    def infer(self, prepared: Any) -> Any:
+    def _infer(self, prepared: Any) -> Any:
         if self.device == "cpu":
             return self.session.run([OUTPUT_NAME], prepared)[0]
         binding = self.session.io_binding()

@@ -21,7 +21,9 @@ class TorchRunner(Runner):
         precision: str = "fp32",
         device: str = "cpu",
         threads: int | None = None,
+        label: str | None = None,
     ) -> None:
+        super().__init__(label)
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"torch runner: unknown precision {precision!r}")
         self.model_dir = Path(model_dir)
@@ -35,7 +37,7 @@ class TorchRunner(Runner):
         )
         self.model: Any = None
 
-    def activate(self) -> None:
+    def _activate(self) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification
 
@@ -50,7 +52,7 @@ class TorchRunner(Runner):
             model = model.to(torch.bfloat16 if self.precision == "bf16" else torch.float16)
         self.model = model.to(self.device).eval()
 
-    def close(self) -> None:
+    def _deactivate(self) -> None:
         self.model = None
         with contextlib.suppress(Exception):
             import torch
@@ -65,7 +67,7 @@ class TorchRunner(Runner):
             k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in batch.items()
         }
 
-    def infer(self, prepared: Any) -> Any:
+    def _infer(self, prepared: Any) -> Any:
         import torch
 
         autocast = (

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bertrt.errors import MissingArtifactError, StaleArtifactError
-from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME
-from bertrt.runners.base import Batch, Runner
+from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, Batch
+from bertrt.runners.base import Runner, RunnerStateError
 from bertrt.trt.availability import current_gpu, require_tensorrt_and_cuda
 from bertrt.trt.metadata import EngineMeta, check_engine_compatible, read_meta
 from bertrt.trt.profiles import Profile
@@ -51,7 +51,9 @@ class TrtRunner(Runner):
         meta_path: str | Path | None = None,
         cuda_graphs: bool = False,
         precision: str | None = None,
+        label: str | None = None,
     ) -> None:
+        super().__init__(label)
         self.engine_path = Path(engine_path)
         self.meta_path = Path(meta_path) if meta_path else self.engine_path.with_suffix(".json")
         self.precision = precision or self.engine_path.stem
@@ -66,7 +68,7 @@ class TrtRunner(Runner):
         self._graphs: dict[tuple[int, ...], _Graph] = {}
 
     # -- lifecycle ---------------------------------------------------------------
-    def activate(self) -> None:
+    def _activate(self) -> None:
         trt_version = require_tensorrt_and_cuda(f"tensorrt runner ({self.engine_path.name})")
         import tensorrt as trt
         import torch
@@ -94,7 +96,7 @@ class TrtRunner(Runner):
         }
         self._output_dtype = getattr(torch, TORCH_DTYPES[engine.get_tensor_dtype(OUTPUT_NAME).name])
 
-    def close(self) -> None:
+    def _deactivate(self) -> None:
         # Release in dependency order: graphs, context, engine, then the runtime.
         self._graphs.clear()
         self._context = None
@@ -105,8 +107,24 @@ class TrtRunner(Runner):
     @property
     def profile(self) -> Profile:
         if self.meta is None:
-            raise RuntimeError("TrtRunner is not active; use it in a `with` block")
+            raise RunnerStateError(f"{self.label}: not active; use it in a `with` block")
         return self.meta.profile
+
+    def refusal(self, batch: int, seq: int) -> str | None:
+        """Shapes outside the engine's optimization profile cannot run (checked once active)."""
+        if self.meta is None or self.profile.contains((batch, seq)):
+            return None
+        low, high = self.profile.batch, self.profile.seq
+        return (
+            f"{self.engine_path.name}: batch {batch} x seq {seq} is outside the engine's profile "
+            f"batch {low[0]}..{low[2]} x seq {high[0]}..{high[2]}"
+        )
+
+    def _live(self) -> tuple[Any, Any]:
+        """The execution context and stream, which exist only while active."""
+        if self._context is None or self._stream is None:
+            raise RunnerStateError(f"{self.label}: not active; use it in a `with` block")
+        return self._context, self._stream
 
     # -- inference ---------------------------------------------------------------
     def prepare(self, batch: Batch) -> dict[str, Any]:
@@ -125,50 +143,50 @@ class TrtRunner(Runner):
         """TensorRT enqueues on this runner's own stream: CUDA events must record on it."""
         return self._stream
 
-    def infer(self, prepared: dict[str, Any]) -> Any:
+    def _infer(self, prepared: dict[str, Any]) -> Any:
         import torch
 
-        assert self._context is not None and self._stream is not None
+        context, stream = self._live()
         shape = tuple(prepared[INPUT_NAMES[0]].shape)
         if self.cuda_graphs:
             return self._replay(shape, prepared)
         output = self._bind(prepared)
         # Inputs were written on the current stream; order our stream after it.
-        self._stream.wait_stream(torch.cuda.current_stream())
-        if not self._context.execute_async_v3(self._stream.cuda_stream):
+        stream.wait_stream(torch.cuda.current_stream())
+        if not context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError(f"{self.engine_path}: execute_async_v3 failed (see TensorRT log)")
         return output
 
     def _bind(self, inputs: dict[str, Any]) -> Any:
         import torch
 
-        assert self._context is not None
+        context, _ = self._live()
         for name, tensor in inputs.items():
-            self._context.set_input_shape(name, tuple(tensor.shape))
-            self._context.set_tensor_address(name, tensor.data_ptr())
-        dims = self._context.get_tensor_shape(OUTPUT_NAME)
+            context.set_input_shape(name, tuple(tensor.shape))
+            context.set_tensor_address(name, tensor.data_ptr())
+        dims = context.get_tensor_shape(OUTPUT_NAME)
         output = torch.empty(
             [dims[i] for i in range(len(dims))], dtype=self._output_dtype, device="cuda"
         )
-        self._context.set_tensor_address(OUTPUT_NAME, output.data_ptr())
+        context.set_tensor_address(OUTPUT_NAME, output.data_ptr())
         return output
 
     def _replay(self, shape: tuple[int, ...], prepared: dict[str, Any]) -> Any:
         import torch
 
-        assert self._context is not None and self._stream is not None
+        context, stream = self._live()
         entry = self._graphs.get(shape)
         if entry is None:
             static = {name: tensor.clone() for name, tensor in prepared.items()}
             output = self._bind(static)
-            self._stream.wait_stream(torch.cuda.current_stream())
+            stream.wait_stream(torch.cuda.current_stream())
             # One plain run first: TensorRT defers some work (shape updates) to the
             # first enqueue, which must not land inside the capture.
-            self._context.execute_async_v3(self._stream.cuda_stream)
-            self._stream.synchronize()
+            context.execute_async_v3(stream.cuda_stream)
+            stream.synchronize()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self._stream):
-                self._context.execute_async_v3(self._stream.cuda_stream)
+            with torch.cuda.graph(graph, stream=stream):
+                context.execute_async_v3(stream.cuda_stream)
             entry = self._graphs[shape] = _Graph(graph, static, output)
         for name, tensor in prepared.items():
             entry.inputs[name].copy_(tensor)
@@ -184,11 +202,3 @@ class TrtRunner(Runner):
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return output.float().cpu().numpy()
-
-
-def runner_for_engine(run_root: Path, precision: str, cuda_graphs: bool = False) -> TrtRunner:
-    """A runner over ``engines/<precision>.plan`` of a run directory."""
-    from bertrt.artifacts import RunDir
-
-    run = RunDir(run_root)
-    return TrtRunner(run.engine(precision), run.engine_meta(precision), cuda_graphs=cuda_graphs)
