@@ -1,8 +1,9 @@
 """Score any Kaggle-format CSV, or one question, with one of the run's models.
 
-Every model name goes through ``registry.runner_for_model``, so ``merged``
-and each ONNX variant (and later ones) are evaluated by the same code, with
-the same tokenization and the same metrics as the bench.
+Every model name goes through :func:`bertrt.runners.registry.runner_for_model`
+and every batch through :func:`bertrt.runners.predict.predict_logits`, so
+``merged``, each ONNX variant and the TensorRT engines are scored by the same
+code, with the same tokenization and metrics as the bench.
 """
 
 from __future__ import annotations
@@ -12,24 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.data import LABEL_NAMES, load_examples, read_split
 from bertrt.data.text import clean_body, question_text
-from bertrt.errors import ConfigError, MissingArtifactError
+from bertrt.errors import MissingArtifactError
 from bertrt.metrics import classification_metrics, softmax
-from bertrt.modeling import encode, load_tokenizer
-from bertrt.runners.registry import MODEL_NAMES, runner_for_model
+from bertrt.modeling import load_tokenizer
+from bertrt.runners.base import Runner
+from bertrt.runners.predict import TokenizedRows, predict_logits
+from bertrt.runners.registry import runner_for_model
 
 
-def _check_model_name(model: str) -> None:
-    if model not in MODEL_NAMES:
-        raise ConfigError(f"unknown model {model!r}; choose from {', '.join(MODEL_NAMES)}")
-
-
-def _tokenizer(run: RunDir):
+def _tokenizer(run: RunDir) -> Any:
     """The tokenizer saved with the merged model: the one the model was trained with."""
     if not (run.merged / "tokenizer_config.json").is_file():
         raise MissingArtifactError(
@@ -38,36 +35,32 @@ def _tokenizer(run: RunDir):
     return load_tokenizer(run.merged)
 
 
-def score_texts(
-    config: Config, run: RunDir, model: str, texts: list[str], progress: bool = False
-) -> tuple[np.ndarray, str]:
-    """Logits [n, 2] for ``texts`` (batched shortest-first to pad little), and the runner label."""
-    _check_model_name(model)
-    tokenizer = _tokenizer(run)
-    runner = runner_for_model(run, model)
-    batch_size = config.train.eval_batch_size
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    logits = np.zeros((len(texts), 2), dtype=np.float32)
+def _runner(config: Config, run: RunDir, model: str) -> Runner:
+    """Checked before any row is read: an unknown, absent or stale model fails fast."""
+    return runner_for_model(run, model, cuda_graphs=config.engines.cuda_graphs)
+
+
+def _score(
+    config: Config, run: RunDir, runner: Runner, texts: list[str], progress: bool = False
+) -> np.ndarray:
+    rows = TokenizedRows.build(
+        _tokenizer(run), texts, config.model.max_length, config.train.eval_batch_size
+    )
     with runner:
-        starts = range(0, len(texts), batch_size)
-        for start in tqdm(starts, desc=f"evaluate {model}", unit="batch", disable=not progress):
-            idx = order[start : start + batch_size]
-            batch = encode(tokenizer, [texts[i] for i in idx], config.model.max_length)
-            logits[idx] = runner(batch)
-    return logits, runner.label
+        return predict_logits(runner, rows, progress=progress, desc=f"evaluate {runner.label}")
 
 
 def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str) -> dict[str, Any]:
     """Accuracy, loss, precision/recall/F1 of "closed" and the confusion matrix on one CSV."""
-    _check_model_name(model)
+    runner = _runner(config, run, model)
     frame = load_examples(csv_path, run, bad_rows=config.data.bad_rows)
     start = time.perf_counter()
-    logits, label = score_texts(config, run, model, list(frame["text"]), progress=True)
+    logits = _score(config, run, runner, list(frame["text"]), progress=True)
     elapsed = time.perf_counter() - start
     report = classification_metrics(logits, frame["label"].to_numpy())
     return {
         "model": model,
-        "runner": label,
+        "runner": runner.label,
         "data": str(Path(csv_path).resolve()),
         **report,
         "positive_class": LABEL_NAMES[1],
@@ -111,12 +104,13 @@ def predict_text(
     features are unknown here, so a run trained with features_in_text gets
     the text without them.
     """
+    runner = _runner(config, run, model)
+    code_blocks = str(read_split(run)["text"].get("code_blocks", "keep"))
     if text is not None:
-        built = clean_body(text, read_split(run)["text"].get("code_blocks", "keep"))
+        built = clean_body(text, code_blocks)
     else:
-        options = read_split(run)["text"]
-        built = question_text(title or "", body or "", str(options.get("code_blocks", "keep")))
-    logits, _ = score_texts(config, run, model, [built])
+        built = question_text(title or "", body or "", code_blocks)
+    logits = _score(config, run, runner, [built])
     probs = softmax(logits)[0]
     index = int(probs.argmax())
     return LABEL_NAMES[index], float(probs[index])

@@ -1,24 +1,12 @@
 """How this project opens ONNX Runtime sessions, in one place.
 
-On the CPU provider one of ORT's graph fusions is switched off:
-``SkipLayerNormFusion`` (residual Add + LayerNormalization into one
-SkipLayerNormalization). Measured with ORT 1.32 on the default run (2-core
-AMD EPYC, seq 128, 2 threads, five interleaved rounds, p50 ms):
-
-================  ==================  ==================
-model             batch 1 fused/off   batch 32 fused/off
-================  ==================  ==================
-model.onnx fp32   8.52 / 8.57         283.2 / 280.5
-model.int8.onnx   9.22 / 8.43         203.1 / 186.8
-model.cpu.onnx    4.60 / 3.93         151.5 / 135.5
-================  ==================  ==================
-
-The fused CPU kernel costs ~3 ms per node at batch 32 against ~0.5 ms for
-the Add and LayerNormalization it replaces, so int8 graphs, whose matmuls
-are fast, lose 8-11 % to it; fp32 is unchanged. The GPU providers keep it.
-Everything that runs an ONNX model on the CPU here (the bench's runner,
-``bertrt evaluate``, export verification, calibration scoring and timing)
-opens it through this module, so figures and deployment agree.
+On the CPU provider ORT's ``SkipLayerNormFusion`` (residual Add +
+LayerNormalization into one SkipLayerNormalization) is switched off: its fused
+CPU kernel made int8 graphs 8-11 % slower and left fp32 unchanged
+(measurements: docs/findings.md, "ONNX Runtime on the CPU"). The GPU providers
+keep it. Everything that runs an ONNX model on the CPU here (the bench's
+runner, ``bertrt evaluate``, export verification, calibration scoring and
+timing) opens it through this module, so figures and deployment agree.
 """
 
 from __future__ import annotations
@@ -26,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+
+from bertrt.errors import VerificationError
 
 CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
@@ -42,12 +32,19 @@ def session_options(threads: int | None = None) -> Any:
 
 
 def cpu_session(path: str | Path, threads: int | None = None, options: Any = None) -> Any:
-    """An InferenceSession on the CPU provider with the project's CPU settings."""
+    """An InferenceSession on the CPU provider with the project's CPU settings.
+
+    A file ONNX Runtime cannot load is a :class:`VerificationError` naming it
+    (exit 6), not a traceback.
+    """
     import onnxruntime as ort
 
-    return ort.InferenceSession(
-        str(path),
-        options if options is not None else session_options(threads),
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=CPU_DISABLED_OPTIMIZERS,
-    )
+    try:
+        return ort.InferenceSession(
+            str(path),
+            options if options is not None else session_options(threads),
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=CPU_DISABLED_OPTIMIZERS,
+        )
+    except Exception as err:  # ORT raises its own Fail/InvalidGraph/... types
+        raise VerificationError(f"{path}: ONNX Runtime cannot load it ({err})") from err

@@ -52,7 +52,7 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory, real_data: Path) -> Run
 def test_export_real_rows(minilm_run: RunDir) -> None:
     from bertrt.export.stage import run as export_stage
 
-    extra = export_stage(load_config(overrides=OVERRIDES), minilm_run)
+    extra = export_stage(load_config(overrides=OVERRIDES), minilm_run).facts
     assert extra["parity"]["fp32"]["max_abs_diff"] <= 1e-4
     assert extra["parity"]["opt"]["max_abs_diff"] <= 1e-4
     assert extra["parity"]["fp16"]["max_abs_diff"] <= 1e-2
@@ -63,11 +63,12 @@ def test_export_real_rows(minilm_run: RunDir) -> None:
 
 def test_calibrate_real_rows(minilm_run: RunDir) -> None:
     from bertrt.calibration.stage import run as calibrate_stage
-    from bertrt.calibration.sweep import EvalSet, logits
+    from bertrt.calibration.sweep import logits
     from bertrt.data import load_split
     from bertrt.modeling import load_tokenizer
+    from bertrt.runners.predict import TokenizedRows
 
-    report = calibrate_stage(load_config(overrides=OVERRIDES), minilm_run)
+    report = calibrate_stage(load_config(overrides=OVERRIDES), minilm_run).report
     assert report["calibration_rows"] == 64
     trt = report["int8"]["tensorrt_check"]
     # 6 layers x 6 weight matrices (Q, K, V, attention output, 2 FFN) + pooler and classifier.
@@ -82,8 +83,8 @@ def test_calibrate_real_rows(minilm_run: RunDir) -> None:
         if node.op_type == "DequantizeLinear":
             assert set(readers[node.output[0]]) <= {"MatMul", "Gemm"}
     val = load_split(minilm_run, ("val",))["val"].head(64)
-    data = EvalSet.build(
-        load_tokenizer(minilm_run.merged), val.text.tolist(), val.label.tolist(), 128
+    data = TokenizedRows.build(
+        load_tokenizer(minilm_run.merged), val.text.tolist(), 128, 32, val.label.tolist()
     )
     fp32 = logits(minilm_run.onnx("fp32"), data)
     int8 = logits(minilm_run.onnx("int8"), data)

@@ -12,29 +12,19 @@ direction shows up in agreement, not in accuracy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from bertrt.metrics import classification_metrics
-from bertrt.runners.base import Batch, Runner
-from bertrt.runners.batching import bucketed_batches, tokenize_unpadded
+from bertrt.runners.base import Runner
+from bertrt.runners.predict import TokenizedRows, predict_logits
 
 REFERENCE = "torch/fp32"
 
 
-@dataclass
-class EvalSet:
-    """Test rows batched once (bucketed), shared by every runner."""
-
-    labels: np.ndarray
-    batches: list[tuple[np.ndarray, Batch]]
-
-    @property
-    def n(self) -> int:
-        return len(self.labels)
+# Test rows tokenized once and batched by length, shared by every runner.
+EvalSet = TokenizedRows
 
 
 def build_eval_set(
@@ -43,28 +33,13 @@ def build_eval_set(
     labels: Sequence[int],
     batch_size: int,
     max_length: int,
-) -> EvalSet:
-    enc = tokenize_unpadded(tokenizer, texts, max_length)
-    return EvalSet(np.asarray(labels, dtype=np.int64), list(bucketed_batches(enc, batch_size)))
+) -> TokenizedRows:
+    return TokenizedRows.build(tokenizer, texts, max_length, batch_size, labels)
 
 
-def predict(runner: Runner, data: EvalSet, progress: bool = True) -> np.ndarray:
+def predict(runner: Runner, data: TokenizedRows, progress: bool = True) -> np.ndarray:
     """Logits of every row, in the original row order."""
-    out: np.ndarray | None = None
-    for rows, batch in tqdm(
-        data.batches,
-        desc=f"accuracy {runner.label}",
-        unit="batch",
-        disable=not progress,
-        leave=False,
-    ):
-        logits = runner(batch)
-        if out is None:
-            out = np.zeros((data.n, logits.shape[1]), dtype=np.float32)
-        out[rows] = logits
-    if out is None:
-        raise ValueError("accuracy: the evaluation set is empty")
-    return out
+    return predict_logits(runner, data, progress=progress, desc=f"accuracy {runner.label}")
 
 
 def score(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None) -> dict[str, Any]:

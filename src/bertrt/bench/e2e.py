@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from bertrt.runners.base import Runner
 from bertrt.runners.batching import POLICIES, batches
+from bertrt.runners.predict import RowBatch, predict_logits
 
 
 def run_policy(
@@ -31,28 +30,27 @@ def run_policy(
     progress: bool = True,
 ) -> dict[str, float]:
     """One timed pass over ``texts``: wall seconds, samples/s, and how many tokens were padding."""
-    real = total = 0
+    tokens = [0, 0]  # real, total
     start = time.perf_counter()
-    stream = batches(policy, tokenizer, texts, batch_size, max_length)
-    bar = tqdm(
-        stream,
-        total=-(-len(texts) // batch_size),
-        desc=f"e2e {policy} {runner.label}",
-        unit="batch",
-        disable=not progress,
-        leave=False,
-    )
-    for _, batch in bar:
-        runner(batch)
-        mask = batch["attention_mask"]
-        real += int(mask.sum())
-        total += int(mask.size)
+    stream = _count_tokens(batches(policy, tokenizer, texts, batch_size, max_length), tokens)
+    desc = f"e2e {policy} {runner.label}"
+    predict_logits(runner, stream, rows=len(texts), progress=progress, desc=desc)
     wall = time.perf_counter() - start
+    real, total = tokens
     return {
         "wall_s": wall,
         "samples_per_s": len(texts) / wall,
         "real_token_fraction": real / total if total else 0.0,
     }
+
+
+def _count_tokens(stream: Iterable[RowBatch], tokens: list[int]) -> Iterator[RowBatch]:
+    """Pass batches through, adding up real (unmasked) and total token positions."""
+    for rows, batch in stream:
+        mask = batch["attention_mask"]
+        tokens[0] += int(mask.sum())
+        tokens[1] += int(mask.size)
+        yield rows, batch
 
 
 def measure_e2e(

@@ -2,7 +2,8 @@
 
 The Q/DQ model TensorRT wants (signed int8 activations) is slow on ONNX
 Runtime's CPU provider: only half its MatMuls map to int8 kernels
-(FINDINGS.md). So the CPU gets its own model, chosen among:
+(docs/findings.md, "INT8 with ONNX Runtime's quantizer"). So the CPU gets its
+own model, chosen among:
 
 * ``dynamic-int8-opt``: dynamic int8 (weights int8, activations quantized at
   run time) on the fused graph (model.opt.onnx);
@@ -33,10 +34,11 @@ import numpy as np
 
 from bertrt.calibration.cpu_graph import FoldReport, optimize_for_ort_cpu
 from bertrt.calibration.quantize import quantize_qdq, quiet_ort
-from bertrt.calibration.sweep import EvalSet, accuracy_of, logits
+from bertrt.calibration.sweep import accuracy_of, logits
 from bertrt.errors import ConfigError
-from bertrt.export.verify import ort_session
-from bertrt.modeling import OUTPUT_NAME, Batch
+from bertrt.modeling import Batch
+from bertrt.runners.ort_runner import OrtRunner
+from bertrt.runners.predict import TokenizedRows
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +72,25 @@ def quantize_dynamic_int8(src: Path, dst: Path) -> None:
             str(dst),
             per_channel=False,
             weight_type=QuantType.QInt8,
-            # Needed on the fused graph, whose contrib ops have no type info (FINDINGS.md).
+            # Needed on the fused graph, whose contrib ops have no type info
+            # (docs/findings.md, "INT8 with ONNX Runtime's quantizer").
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
 
 
-def measure_latency(path: Path, batch: Batch, iterations: int, warmup: int = 2) -> float:
-    """Median ms of one inference on ``batch`` (2 threads)."""
-    session = ort_session(path, threads=2)
-    feed = {i.name: batch[i.name] for i in session.get_inputs()}
-    for _ in range(warmup):
-        session.run([OUTPUT_NAME], feed)
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        session.run([OUTPUT_NAME], feed)
-        times.append((time.perf_counter() - start) * 1000.0)
+def measure_latency(
+    path: Path, batch: Batch, iterations: int, warmup: int = 2, threads: int | None = None
+) -> float:
+    """Median ms of one inference on ``batch``."""
+    with OrtRunner(path, threads=threads) as runner:
+        prepared = runner.prepare(batch)
+        for _ in range(warmup):
+            runner.infer(prepared)
+        times = []
+        for _ in range(iterations):
+            start = time.perf_counter()
+            runner.infer(prepared)
+            times.append((time.perf_counter() - start) * 1000.0)
     return float(statistics.median(times))
 
 
@@ -139,7 +144,7 @@ def build_candidates(
 
 def choose_cpu_model(
     candidates: dict[str, tuple[Path, str, Callable[[], object]]],
-    data: EvalSet,
+    data: TokenizedRows,
     fp32_logits: np.ndarray,
     budget: float,
     timing_batches: Sequence[Batch],
@@ -156,7 +161,7 @@ def choose_cpu_model(
     one's best median: a burst of load from other processes then slows one
     round, not one candidate.
     """
-    labels = np.concatenate(data.labels)
+    labels = data.labels
     fp32_correct = (fp32_logits.argmax(axis=1) == labels).astype(np.float64)
     results: list[tuple[CpuCandidate, Path]] = []
     for name, (path, source, build) in candidates.items():

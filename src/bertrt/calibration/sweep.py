@@ -22,57 +22,21 @@ import numpy as np
 from tqdm import tqdm
 
 from bertrt.calibration.quantize import Candidate, quantize_qdq
-from bertrt.export.verify import ort_session
-from bertrt.modeling import OUTPUT_NAME, Batch, encode
+from bertrt.runners.ort_runner import OrtRunner
+from bertrt.runners.predict import TokenizedRows, predict_logits
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class EvalSet:
-    """Validation rows, tokenized once, batched by length (less padding, same accuracy)."""
-
-    batches: list[Batch]
-    labels: list[np.ndarray]
-
-    @classmethod
-    def build(
-        cls,
-        tokenizer: Any,
-        texts: Sequence[str],
-        labels: Sequence[int],
-        max_length: int,
-        batch_size: int = 32,
-    ) -> EvalSet:
-        lengths = [
-            len(ids)
-            for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-        ]
-        order = np.argsort(lengths, kind="stable")
-        y = np.asarray(labels)
-        batches, ys = [], []
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            batches.append(encode(tokenizer, [texts[j] for j in idx], max_length))
-            ys.append(y[idx])
-        return cls(batches, ys)
-
-    @property
-    def rows(self) -> int:
-        return int(sum(len(y) for y in self.labels))
+def logits(path: Path, data: TokenizedRows, threads: int | None = None) -> np.ndarray:
+    """Logits of one ONNX model on the validation rows (CPU provider, the project's settings)."""
+    with OrtRunner(path, threads=threads) as runner:
+        return predict_logits(runner, data)
 
 
-def logits(path: Path, data: EvalSet, threads: int = 2) -> np.ndarray:
-    session = ort_session(path, threads)
-    names = [i.name for i in session.get_inputs()]
-    return np.concatenate(
-        [session.run([OUTPUT_NAME], {n: b[n] for n in names})[0] for b in data.batches]
-    )
-
-
-def accuracy_of(out: np.ndarray, data: EvalSet) -> float:
+def accuracy_of(out: np.ndarray, data: TokenizedRows) -> float:
     """Accuracy in percent."""
-    return float(100.0 * np.mean(out.argmax(axis=1) == np.concatenate(data.labels)))
+    return 100.0 * data.accuracy(out)
 
 
 @dataclass
@@ -92,7 +56,7 @@ def sensitivity(
     ranges: Any,
     nodes: Sequence[str],
     reference: np.ndarray,
-    data: EvalSet,
+    data: TokenizedRows,
     workdir: Path,
 ) -> list[tuple[str, float]]:
     """Per node: mean squared logit error vs fp32 when only that node is quantized.

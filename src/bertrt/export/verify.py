@@ -18,6 +18,7 @@ import numpy as np
 
 from bertrt.errors import VerificationError
 from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, Batch, encode
+from bertrt.ort_sessions import cpu_session
 
 
 class ShapeMismatchError(VerificationError):
@@ -87,20 +88,11 @@ def torch_reference(model: Any, cases: list[ParityCase]) -> None:
             case.reference = model(**inputs).logits.float().numpy()
 
 
-def ort_session(path: Path, threads: int = 2) -> Any:
-    from bertrt.ort_sessions import cpu_session
-
-    try:
-        return cpu_session(path, threads)
-    except Exception as err:
-        raise VerificationError(f"{path}: ONNX Runtime cannot load it ({err})") from err
-
-
 def verify_onnx(
     path: Path,
     cases: list[ParityCase],
     tolerance: float,
-    session_factory: Callable[[Path], Any] = ort_session,
+    session_factory: Callable[[Path], Any] = cpu_session,
 ) -> VerifyReport:
     """Run ``path`` on every case and compare with its reference logits.
 

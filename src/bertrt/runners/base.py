@@ -13,8 +13,9 @@ tensor, an OrtValue) beforehand, so host-to-device copies and dtype
 conversions are never timed as inference.
 
 A runner's ``label`` (``framework/variant/device``, e.g.
-``onnxruntime/int8/cpu``) is given by the registry that built it, so the
-label a result is filed under and the label a row carries are one string.
+``onnxruntime/int8/cpu``) is computed here and nowhere else: the registry
+reads it from the runner, so the label a result is filed under and the label
+its rows carry are one string.
 """
 
 from __future__ import annotations
@@ -38,14 +39,13 @@ class Runner(ABC):
     device: str = "cpu"  # cpu or cuda
     variant: str = ""  # what tells two runners of one framework apart (model file, provider)
 
-    def __init__(self, label: str | None = None) -> None:
-        self._label = label
+    def __init__(self) -> None:
         self.is_active = False
 
     @property
     def label(self) -> str:
-        """``framework/variant/device``: the registry's name for this runner."""
-        return self._label or "/".join([self.name, self.variant or self.precision, self.device])
+        """``framework/variant/device``: the name results are filed under."""
+        return "/".join([self.name, self.variant or self.precision, self.device])
 
     # -- lifecycle -------------------------------------------------------------
     def activate(self) -> None:

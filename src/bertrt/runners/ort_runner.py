@@ -37,9 +37,8 @@ class OrtRunner(Runner):
         threads: int | None = None,
         variant: str | None = None,
         provider_options: dict[str, Any] | None = None,
-        label: str | None = None,
     ) -> None:
-        super().__init__(label)
+        super().__init__()
         self.model_path = Path(model_path)
         self.precision = precision
         self.provider = provider

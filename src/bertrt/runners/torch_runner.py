@@ -21,9 +21,8 @@ class TorchRunner(Runner):
         precision: str = "fp32",
         device: str = "cpu",
         threads: int | None = None,
-        label: str | None = None,
     ) -> None:
-        super().__init__(label)
+        super().__init__()
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"torch runner: unknown precision {precision!r}")
         self.model_dir = Path(model_dir)

@@ -51,9 +51,8 @@ class TrtRunner(Runner):
         meta_path: str | Path | None = None,
         cuda_graphs: bool = False,
         precision: str | None = None,
-        label: str | None = None,
     ) -> None:
-        super().__init__(label)
+        super().__init__()
         self.engine_path = Path(engine_path)
         self.meta_path = Path(meta_path) if meta_path else self.engine_path.with_suffix(".json")
         self.precision = precision or self.engine_path.stem
