@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.reuse and metrics and _same_config(metrics, config)):
             print(f"== {name}", file=sys.stderr)
             data_stage.run(config, run)
-            metrics = train_stage.run(config, run)
-        assert metrics is not None
+            trained = train_stage.run(config, run)
+            print(trained.summary)
+            metrics = trained.report
+        assert metrics, "preset_table.py trains in one process; run it without torchrun"
         rows.append(preset_row(metrics))
     header = {
         "command": "python scripts/preset_table.py "

@@ -2,9 +2,11 @@
 
 Three rules hold for every stage:
 
-* Nothing is written in place. Files go to a temporary sibling, are fsynced
-  and renamed; directories are built beside their final name and swapped in.
-  An interrupted stage leaves the previous artifact or nothing, never half.
+* Nothing is written in place. A stage writes into a staging directory in
+  the run root (:mod:`bertrt.stages`); once all of it is complete, files are
+  fsynced and renamed into place and directories swapped in. Single files
+  outside a stage go through a temporary sibling (:func:`atomic_file`). An
+  interrupted stage leaves the previous artifact or nothing, never half.
 * ``manifest.json`` records, per stage, the sha256 of what it read and wrote,
   the package versions and the wall time.
 * Before a stage runs, :meth:`RunDir.require` checks that each input exists
@@ -56,7 +58,7 @@ STAGE_COMMANDS = {
 
 
 class RunDir:
-    """Paths of one run's artifacts (the layout of DESIGN.md) and its manifest."""
+    """Paths of one run's artifacts and its manifest."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -283,42 +285,55 @@ def atomic_file(path: Path, suffix: str = "") -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
     try:
         yield tmp
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        publish_file(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-@contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield an empty temporary directory beside ``path``; on success swap it in for ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+def publish_file(src: Path, dst: Path) -> None:
+    """fsync ``src`` and rename it over ``dst`` (same filesystem), with the umask's mode.
+
+    The mode is set here because ``mkstemp`` and some writers create files 0600.
+    """
+    _fsync_file(src)
+    os.chmod(src, 0o666 & ~_UMASK)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+
+
+def publish_dir(src: Path, dst: Path) -> None:
+    """Swap the finished directory ``src`` in for ``dst``; the old one is removed afterwards.
+
+    Two renames, not one: POSIX cannot atomically replace a non-empty
+    directory, so ``dst`` moves to ``.<name>.old`` first. A crash between the
+    renames leaves ``dst`` missing (the manifest then names the stage to rerun),
+    never a mix of old and new files.
+    """
+    os.chmod(src, 0o777 & ~_UMASK)  # mkdtemp makes 0700
+    for file in src.rglob("*"):
+        if file.is_file():
+            _fsync_file(file)
+            os.chmod(file, 0o666 & ~_UMASK)
+    old = dst.with_name(f".{dst.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        yield tmp
-        for file in tmp.rglob("*"):
-            if file.is_file():
-                with file.open("rb+") as fh:
-                    os.fsync(fh.fileno())
-        old = path.with_name(f".{path.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        if old.exists():
-            shutil.rmtree(old)
+        os.fsync(fd)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        os.close(fd)
 
 
 def write_bytes(path: Path, data: bytes) -> None:

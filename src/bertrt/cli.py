@@ -1,4 +1,4 @@
-"""`bertrt` command line: a thin argparse layer over each stage's ``run(config, run_dir)``.
+"""`bertrt` command line: a thin argparse layer over each stage's ``run(config, rundir)``.
 
 Stage modules are imported only when their command runs, so `bertrt data`
 does not pay for importing torch and `bertrt --help` is instant.
@@ -12,12 +12,24 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config, load_config
 from bertrt.errors import BertrtError
 from bertrt.runners.registry import MODEL_NAMES as EVAL_MODELS
+from bertrt.stages import StageResult
+
+# Flags that are shortcuts for a config value: (command, flag) -> (key, value of the flag).
+# A flag left at its default (None / False) sets nothing.
+OVERRIDES: dict[tuple[str, str], tuple[str, Callable[[Any], str]]] = {
+    ("data", "data"): ("data.csv", str),
+    ("train", "preset"): ("train.preset", str),
+    ("calibrate", "sweep"): ("calibration.sweep", lambda _: "true"),
+    ("build-engine", "precision"): ("engines.precisions", str),
+    ("bench", "quick"): ("bench.quick", lambda _: "true"),
+    ("bench", "against"): ("bench.against", str),
+}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -92,46 +104,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stage(module: str) -> Callable[..., Any]:
-    return importlib.import_module(module).run  # type: ignore[no-any-return]
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` values, then the shortcut flags of :data:`OVERRIDES` that were given."""
+    overrides = list(args.overrides)
+    for (command, flag), (key, value) in OVERRIDES.items():
+        given = getattr(args, flag, None)
+        if command == args.command and given not in (None, False):
+            overrides.append(f"{key}={value(given)}")
+    return overrides
 
 
-def dispatch(args: argparse.Namespace, config: Config, run: RunDir) -> int:
-    command = args.command
-    if command == "data":
-        document = _stage("bertrt.data.stage")(config, run)
-        counts = document["counts"]
-        print(
-            f"wrote {run.split}: "
-            + ", ".join(f"{k} {sum(v.values())} {v}" for k, v in counts.items())
-            + (
-                f"; skipped {len(document['skipped_rows'])} malformed rows"
-                if document["skipped_rows"]
-                else ""
-            )
-        )
-    elif command == "train":
-        _stage("bertrt.trainer.stage")(config, run, csv=args.data)
-    elif command == "export":
-        _stage("bertrt.export.stage")(config, run)
-    elif command == "calibrate":
-        _stage("bertrt.calibration.stage")(config, run)
-    elif command == "build-engine":
-        _stage("bertrt.engines.stage")(config, run)
-    elif command == "bench":
-        _stage("bertrt.bench.stage")(config, run)
-    elif command == "evaluate":
-        from bertrt.evaluate import evaluate_file, format_report
+# -- what each command runs ------------------------------------------------------
+def _print(result: Any, module: str) -> None:
+    """Bench does not return a StageResult yet; it prints its own lines."""
+    if isinstance(result, StageResult) and result.summary:
+        print(result.summary)
 
-        report = evaluate_file(config, run, args.data, args.model)
-        print(json.dumps(report) if args.json else format_report(report))
-    elif command == "predict":
-        from bertrt.evaluate import predict_text
 
-        if args.text is None and args.title is None and args.body is None:
-            raise BertrtError("predict: give --text, or --title and/or --body")
-        label, prob = predict_text(config, run, args.model, args.text, args.title, args.body)
-        print(f"{label}\t{prob:.4f}")
+def _log(result: Any, module: str) -> None:
+    """export and calibrate report on stderr through their own logger, so stdout stays empty."""
+    if isinstance(result, StageResult) and result.summary:
+        logging.getLogger(module).info(result.summary)
+
+
+class StageCommand(NamedTuple):
+    module: str  # its run(config, rundir, **kwargs(args)) runs the stage
+    show: Callable[[Any, str], None]  # (result, module): how the result is shown
+    kwargs: Callable[[argparse.Namespace], dict[str, Any]] = lambda args: {}
+
+
+STAGES = {
+    "data": StageCommand("bertrt.data.stage", _print),
+    # --data points train at the CSV if it moved since `bertrt data` (same sha256).
+    "train": StageCommand("bertrt.trainer.stage", _print, lambda args: {"csv": args.data}),
+    "export": StageCommand("bertrt.export.stage", _log),
+    "calibrate": StageCommand("bertrt.calibration.stage", _log),
+    "build-engine": StageCommand("bertrt.engines.stage", _print),
+    "bench": StageCommand("bertrt.bench.stage", _print),
+}
+
+
+def _evaluate(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
+    from bertrt.evaluate import evaluate_file, format_report
+
+    report = evaluate_file(config, rundir, args.data, args.model)
+    print(json.dumps(report) if args.json else format_report(report))
+
+
+def _predict(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
+    from bertrt.evaluate import predict_text
+
+    if args.text is None and args.title is None and args.body is None:
+        raise BertrtError("predict: give --text, or --title and/or --body")
+    label, prob = predict_text(config, rundir, args.model, args.text, args.title, args.body)
+    print(f"{label}\t{prob:.4f}")
+
+
+TOOLS: dict[str, Callable[[argparse.Namespace, Config, RunDir], None]] = {
+    "evaluate": _evaluate,
+    "predict": _predict,
+}
+
+
+def dispatch(args: argparse.Namespace, config: Config, rundir: RunDir) -> int:
+    if args.command in TOOLS:
+        TOOLS[args.command](args, config, rundir)
+        return 0
+    command = STAGES[args.command]
+    run = importlib.import_module(command.module).run
+    command.show(run(config, rundir, **command.kwargs(args)), command.module)
     return 0
 
 
@@ -142,21 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    overrides = list(args.overrides)
-    if getattr(args, "data", None) and args.command == "data":
-        overrides.append(f"data.csv={args.data}")
-    if getattr(args, "preset", None):
-        overrides.append(f"train.preset={args.preset}")
-    if getattr(args, "sweep", False):
-        overrides.append("calibration.sweep=true")
-    if getattr(args, "precision", None):
-        overrides.append(f"engines.precisions={args.precision}")
-    if getattr(args, "quick", False):
-        overrides.append("bench.quick=true")
-    if getattr(args, "against", None):
-        overrides.append(f"bench.against={args.against}")
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, config_overrides(args))
         return dispatch(args, config, RunDir(args.run_dir))
     except BertrtError as err:
         print(f"bertrt {args.command}: error: {err}", file=sys.stderr)

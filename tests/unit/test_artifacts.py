@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bertrt.artifacts import RunDir, atomic_dir, atomic_file, sha256_path, write_json
+from bertrt.artifacts import RunDir, atomic_file, publish_dir, sha256_path, write_json
 from bertrt.errors import MissingArtifactError, StaleArtifactError
 
 
@@ -20,15 +20,17 @@ def test_atomic_file_leaves_old_content_on_failure(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
-def test_atomic_dir_swaps_whole_directory(tmp_path: Path) -> None:
+def test_publish_dir_swaps_the_whole_directory(tmp_path: Path) -> None:
     target = tmp_path / "merged"
-    with atomic_dir(target) as tmp:
-        (tmp / "a.txt").write_text("1")
-    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
-        (tmp / "b.txt").write_text("2")
-        raise RuntimeError("crash")
-    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+    target.mkdir()
+    (target / "old.bin").write_text("1")
+    (tmp_path / ".merged.old").mkdir()  # left by a crash between the two renames
+    staged = tmp_path / "staging" / "merged"
+    staged.mkdir(parents=True)
+    (staged / "new.bin").write_text("2")
+    publish_dir(staged, target)
+    assert sorted(p.name for p in target.iterdir()) == ["new.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "staging"]
 
 
 def test_directory_hash_covers_names_and_contents(tmp_path: Path) -> None:

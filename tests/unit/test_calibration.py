@@ -143,7 +143,7 @@ def test_calibrate_stage_writes_models_and_report(exported: RunDir) -> None:
     from bertrt.calibration.stage import run as calibrate_stage
     from bertrt.runners.registry import runner_for_model
 
-    report = calibrate_stage(load_config(overrides=SMALL), exported)
+    report = calibrate_stage(load_config(overrides=SMALL), exported).report
     saved = read_json(exported.calibration_dir / "report.json")
     assert saved["int8"]["chosen"] == "percentile-99.9999"
     val_rows = sum(read_json(exported.split)["counts"]["val"].values())
@@ -156,6 +156,21 @@ def test_calibrate_stage_writes_models_and_report(exported: RunDir) -> None:
     assert folds["skip_layernorms"] == 0
     assert saved["int8"]["tensorrt_check"]["ok"] is True
     assert report["fp32_val_accuracy"] == saved["fp32_val_accuracy"]
+    record = exported.read_manifest()["stages"]["calibrate"]
+    assert list(record["inputs"]) == [
+        "onnx/model.onnx",
+        "onnx/model.opt.onnx",
+        "merged",
+        "split.json",
+    ]
+    assert list(record["outputs"]) == [
+        "onnx/model.int8.onnx",
+        "onnx/model.cpu.onnx",
+        "calibration/report.json",
+        "calibration/ranges.json",
+    ]
+    assert record["extra"]["int8"]["chosen"] == saved["int8"]["chosen"]
+    assert not list(exported.root.glob(".staging-*")) and not list(exported.onnx_dir.glob(".*"))
     batch = {
         "input_ids": np.array([[101, 2054, 102]], dtype=np.int64),
         "attention_mask": np.ones((1, 3), dtype=np.int64),
@@ -181,7 +196,7 @@ def test_sweep_records_every_candidate_and_exclusions(exported: RunDir) -> None:
             "calibration.cpu_candidates=[fp32-opt]",
         ]
     )
-    report = calibrate_stage(config, exported)["int8"]
+    report = calibrate_stage(config, exported).report["int8"]
     names = [c["name"] for c in report["candidates"]]
     assert names[:4] == ["minmax", "entropy", "percentile-99.9", "percentile-99.999"]
     assert len(names) == 6 and names[4].endswith("-exclude1") and names[5].endswith("-exclude2")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bertrt.cli import build_parser, main
+from bertrt.cli import STAGES as STAGE_COMMANDS
+from bertrt.cli import build_parser, config_overrides, main
+from bertrt.runners.registry import MODEL_NAMES
 
 STAGES = ("data", "train", "export", "calibrate", "build-engine", "bench", "evaluate", "predict")
 
@@ -52,3 +54,46 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "Kaggle" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["data", "--data", "x.csv"], ["data.csv=x.csv"]),
+        (["train", "--data", "moved.csv", "--preset", "full"], ["train.preset=full"]),
+        (["calibrate", "--sweep"], ["calibration.sweep=true"]),
+        (["calibrate"], []),
+        (["build-engine", "--precision", "fp16"], ["engines.precisions=fp16"]),
+        (["bench", "--quick", "--against", "a.json"], ["bench.quick=true", "bench.against=a.json"]),
+        (["evaluate", "--data", "x.csv"], []),  # the file to score, not the run's CSV
+    ],
+)
+def test_flags_become_config_overrides(argv: list[str], expected: list[str]) -> None:
+    args = build_parser().parse_args([*argv, "--set", "seed=3"])
+    assert config_overrides(args) == ["seed=3", *expected]
+
+
+def test_every_stage_command_names_a_module_with_run() -> None:
+    import importlib.util
+
+    assert set(STAGE_COMMANDS) == set(STAGES) - {"evaluate", "predict"}
+    for command in STAGE_COMMANDS.values():
+        assert importlib.util.find_spec(command.module) is not None
+
+
+def test_model_choices_come_from_the_registry() -> None:
+    for command in ("evaluate", "predict"):
+        extra = ["--data", "x.csv"] if command == "evaluate" else []
+        for model in MODEL_NAMES:
+            args = build_parser().parse_args([command, "--model", model, *extra])
+            assert args.model == model
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "--model", "no-such-model"])
+
+
+def test_data_prints_the_split_summary(
+    synthetic_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "--data", str(synthetic_csv), "--run-dir", str(tmp_path / "r")]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"wrote {tmp_path / 'r' / 'split.json'}: train 160 {{")

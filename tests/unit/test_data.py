@@ -101,7 +101,7 @@ def test_bad_rows_fail_with_row_and_write_nothing(
     assert run_data(csv, run_dir) != 0
     err = capsys.readouterr().err
     assert expected in err and str(csv) in err and "data row" in err
-    assert not run_dir.exists() or not any(run_dir.iterdir())
+    assert not run_dir.exists()
 
 
 def test_skip_mode_drops_and_reports_bad_rows(
@@ -179,3 +179,16 @@ def test_features_in_text_option(synthetic_csv: Path, tmp_path: Path) -> None:
     text = load_split(run, ("test",))["test"]["text"].iloc[0]
     assert text.startswith("reputation ")
     assert load_config(None, ["data.features_in_text=true"]).data.features_in_text
+
+
+def test_stage_result_carries_the_split_document(synthetic_csv: Path, tmp_path: Path) -> None:
+    from bertrt.artifacts import sha256_file
+    from bertrt.data import stage as data_stage
+
+    run = RunDir(tmp_path / "run")
+    result = data_stage.run(load_config(overrides=[f"data.csv={synthetic_csv}"]), run)
+    assert result.report == json.loads(run.split.read_text())
+    assert result.outputs == [run.split] and result.facts["rows"] == 200
+    record = run.read_manifest()["stages"]["data"]
+    assert record["extra"] == result.facts and record["inputs"] == {}
+    assert record["external_inputs"] == {str(synthetic_csv.resolve()): sha256_file(synthetic_csv)}

@@ -1,8 +1,9 @@
 """CPU tests of the TensorRT stage: profiles, sidecar, version logic, refusal paths.
 
 Real objects throughout (ONNX graphs built with onnx.helper, sidecar files on
-disk, the CLI itself); nothing here imitates a TensorRT result. What needs a
-GPU lives in tests/gpu/test_engines_gpu.py.
+disk, the CLI itself); nothing here imitates TensorRT's behaviour. Only the
+stage's publishing tests stand opaque bytes in for a built engine. What needs
+a GPU lives in tests/gpu/test_engines_gpu.py.
 """
 
 from __future__ import annotations
@@ -207,7 +208,6 @@ def test_onnx_precision_reads_the_graph(tmp_path: Path) -> None:
 def test_trt10_sets_precision_flags() -> None:
     fp16 = network_flags_and_builder_flags("10.13.3.9", "fp16", onnx_precision_of(_graph("fp16")))
     assert fp16.builder_flags == ("FP16",) and not fp16.strongly_typed
-    assert fp16.network_flags == 0
     int8 = network_flags_and_builder_flags("10.13.3.9", "int8", onnx_precision_of(_graph("qdq")))
     assert int8.builder_flags == ("INT8", "FP16")
     # 10.x can still lower an fp32 ONNX by flag; the plan says so.
@@ -222,11 +222,11 @@ def test_trt11_is_strongly_typed_without_flags() -> None:
         plan = network_flags_and_builder_flags(
             "11.4.0.1", precision, onnx_precision_of(_graph(kind))
         )
-        assert plan.strongly_typed and plan.builder_flags == () and plan.network_flags == 0
+        assert plan.strongly_typed and plan.builder_flags == ()
 
 
 def test_trt11_refuses_fp16_from_fp32_onnx() -> None:
-    """The rf-detr trap: TensorRT 11 would build a silent FP32 engine."""
+    """TensorRT 11 would build a silent FP32 engine from an fp32 ONNX."""
     with pytest.raises(ConfigError, match=r"strongly typed.*silent FP32.*model\.fp16\.onnx"):
         network_flags_and_builder_flags(
             "11.4.0.1", "fp16", onnx_precision_of(_graph("fp32")), "onnx/model.onnx"
@@ -376,6 +376,63 @@ def test_rebuilding_one_precision_keeps_the_other_current_engine(tmp_path: Path)
     inputs, outputs = [], []
     _keep_current_engines(run, {"fp16"}, inputs, outputs)
     assert inputs == [] and outputs == []
+
+
+def _stub_tensorrt(monkeypatch: pytest.MonkeyPatch, fail: str | None = None) -> None:
+    """Stand opaque bytes in for TensorRT's build, so the stage's bookkeeping runs on a CPU."""
+    from bertrt.engines import stage as engines_stage
+    from bertrt.engines.builder import BuildResult
+
+    def build(onnx_path: Path, plan: object, *args: object) -> BuildResult:
+        if fail and fail in onnx_path.name:
+            raise VerificationError(f"{onnx_path}: build failed")
+        return BuildResult(onnx_path.name.encode(), b"cache", {}, {"fp16": 1}, "ok: stub", 1.0)
+
+    monkeypatch.setattr(engines_stage, "require_tensorrt_and_cuda", lambda: "10.13.3.9")
+    monkeypatch.setattr(engines_stage, "current_gpu", lambda: H100)
+    monkeypatch.setattr(engines_stage, "build_engine", build)
+
+
+def test_stage_publishes_each_plan_with_its_sidecar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bertrt.artifacts import sha256_path
+    from bertrt.engines.stage import run as build_engines
+
+    run = _run_with_onnx(tmp_path)
+    run.merged.mkdir()
+    (run.merged / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    _stub_tensorrt(monkeypatch)
+    result = build_engines(Config(), run)
+    for precision in ("fp16", "int8"):
+        assert run.engine(precision).read_bytes() == run.onnx(precision).name.encode()
+        meta = read_meta(run.engine_meta(precision))
+        assert meta.onnx_sha256 == sha256_path(run.onnx(precision)) and meta.gpu == H100
+        assert "network_flags" not in meta.options and meta.options["strongly_typed"] is False
+    record = run.read_manifest()["stages"]["build-engine"]
+    assert list(record["outputs"]) == [
+        "engines/fp16.plan",
+        "engines/fp16.json",
+        "engines/int8.plan",
+        "engines/int8.json",
+    ]
+    assert record["extra"]["precision_checks"] == {"fp16": "ok: stub", "int8": "ok: stub"}
+    assert result.summary.splitlines()[1].startswith(f"wrote {run.engine('int8')} (1.0 s build")
+
+
+def test_failed_build_publishes_no_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bertrt.engines.stage import run as build_engines
+
+    run = _run_with_onnx(tmp_path)
+    run.merged.mkdir()
+    (run.merged / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    _stub_tensorrt(monkeypatch, fail="int8")
+    with pytest.raises(VerificationError, match="build failed"):
+        build_engines(Config(), run)
+    # The fp16 engine was built, but a half-done stage publishes nothing.
+    assert sorted(p.name for p in run.engines_dir.iterdir()) == ["timing.cache"]
+    assert "build-engine" not in run.read_manifest()["stages"]
+    assert not list(run.root.glob(".staging-*"))
 
 
 # -- without TensorRT or a GPU ------------------------------------------------------------------

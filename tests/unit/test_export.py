@@ -55,6 +55,7 @@ def test_export_writes_verified_models(exported: RunDir) -> None:
     # Padded batches are really exercised.
     assert any(c["padded_fraction"] > 0 for c in parity["fp32"]["cases"])
     assert set(record["extra"]["tensorrt_check"]) == {"fp32", "fp16"}
+    assert not list(exported.root.glob(".staging-*")) and not list(exported.onnx_dir.glob(".*"))
 
 
 def test_fp32_graph_has_dynamic_axes_and_contract(exported: RunDir) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -47,7 +48,9 @@ def trained(
     tmp_path_factory: pytest.TempPathFactory, tiny_base: Path
 ) -> tuple[Config, RunDir, Path]:
     config, run, csv = prepared_run(tmp_path_factory.mktemp("trained"), tiny_base)
-    stage.run(config, run)
+    result = stage.run(config, run)
+    assert result.report == read_json(run.train_metrics)
+    assert result.summary.startswith("test accuracy ") and str(run.merged) in result.summary
     return config, run, csv
 
 
@@ -144,8 +147,7 @@ def test_full_preset_has_no_adapter(tmp_path: Path, tiny_base: Path) -> None:
     config, run, _ = prepared_run(
         tmp_path, tiny_base, "train.preset=full", "train.max_train_rows=40"
     )
-    metrics = stage.run(config, run)
-    assert metrics is not None
+    metrics = stage.run(config, run).report
     assert not run.adapter.exists()
     assert (run.merged / "model.safetensors").is_file()
     assert metrics["merge"]["applied"] is False and metrics["adapter"] is None
@@ -181,8 +183,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path: Path, tiny_base:
     assert [p.name for p in output_dir.glob("checkpoint-*")] == ["checkpoint-5"]
     assert not run.merged.exists()
 
-    metrics = stage.run(config, run)  # the same config picks the checkpoint up
-    assert metrics is not None
+    metrics = stage.run(config, run).report  # the same config picks the checkpoint up
     assert metrics["resumed_from"].endswith("checkpoint-5")
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert metrics["epochs"][0]["train_seconds"] is None  # epoch 1 ran in the interrupted process
@@ -230,3 +231,24 @@ def test_preset_table_script_writes_markdown_and_json(tmp_path: Path, tiny_base:
     assert "| lora-r1 |" in md.read_text() and "| full |" in md.read_text()
     with pytest.raises(ConfigError, match="lora-r8-ffn"):
         script.main([*argv[:6], "--presets", "nope"])
+
+
+def test_non_main_rank_writes_and_records_nothing(
+    tmp_path: Path, tiny_base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun every rank trains; only rank 0 may publish and record."""
+    config, run, _ = prepared_run(tmp_path, tiny_base)
+
+    class Rank1:
+        def is_world_process_zero(self) -> bool:
+            return False
+
+    def trained_on_rank1(*args: object, **kwargs: object) -> SimpleNamespace:
+        return SimpleNamespace(trainer=Rank1())
+
+    monkeypatch.setattr(stage, "train_model", trained_on_rank1)
+    result = stage.run(config, run)
+    assert result.outputs == [] and result.report == {} and result.summary == ""
+    assert not run.merged.exists() and not run.train_metrics.exists()
+    assert "train" not in run.read_manifest()["stages"]
+    assert not list(run.root.glob(".staging-*"))

@@ -3,20 +3,22 @@
 Calibrates on real training rows, chooses on validation accuracy (never
 test), checks the Q/DQ graph for TensorRT, and writes onnx/model.int8.onnx,
 onnx/model.cpu.onnx and calibration/report.json (every candidate's figures).
-Everything is built in a staging directory and moved into place at the end.
+Everything is built in the stage's staging directory and moved into place at the end.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertrt.artifacts import RunDir, StageTimer, write_json
-from bertrt.calibration.cpu_model import build_candidates, choose_cpu_model
+import numpy as np
+
+from bertrt.artifacts import RunDir, write_json
+from bertrt.calibration.cpu_model import CpuCandidate, build_candidates, choose_cpu_model
 from bertrt.calibration.quantize import (
     Candidate,
     calibrate_ranges,
@@ -26,7 +28,6 @@ from bertrt.calibration.quantize import (
 )
 from bertrt.calibration.reader import CalibrationReader, calibration_texts, tokenized_batches
 from bertrt.calibration.sweep import (
-    EvalSet,
     Scored,
     accuracy_of,
     candidate_grid,
@@ -37,76 +38,101 @@ from bertrt.calibration.sweep import (
 )
 from bertrt.config import CalibrationConfig, Config
 from bertrt.data import load_split
-from bertrt.export.stage import publish
 from bertrt.modeling import encode, load_onnx, load_tokenizer
+from bertrt.runners.predict import TokenizedRows
+from bertrt.stages import StageResult, Staging, stage
 from bertrt.trt.onnx_support import check_trt_ready
 
 log = logging.getLogger(__name__)
 
 
-def run(config: Config, run: RunDir) -> dict[str, Any]:
-    cfg = config.calibration
-    fp32, opt = run.onnx("fp32"), run.onnx("opt")
-    run.require("calibrate", [fp32, opt], producer="export")
-    load_onnx(fp32, load_weights=False)  # an unreadable file is named before any work
-    timer = StageTimer()
-    tokenizer = load_tokenizer(run.merged)
-    max_length = config.model.max_length
-    splits = load_split(run, ("train", "val"))
-    texts = calibration_texts(splits["train"], cfg.rows, cfg.batch_size, config.seed)
-    reader = CalibrationReader(tokenized_batches(tokenizer, texts, cfg.batch_size, max_length))
-    val = splits["val"] if cfg.eval_rows is None else splits["val"].head(cfg.eval_rows)
-    data = EvalSet.build(tokenizer, val["text"].tolist(), val["label"].tolist(), max_length)
+def run(config: Config, rundir: RunDir) -> StageResult:
+    """Calibrate, choose and write both models; the result's report is calibration/report.json."""
+    fp32, opt = rundir.onnx("fp32"), rundir.onnx("opt")
+    requires = {"export": [fp32, opt]}
+    with stage(rundir, "calibrate", requires, reads=[rundir.merged, rundir.split]) as out:
+        load_onnx(fp32, load_weights=False)  # an unreadable file is named before any work
+        rows = _Rows.load(config, rundir)
+        prepared = out.scratch / "prepared.onnx"
+        prepare_model(fp32, prepared)
+        fp32_out = logits(fp32, rows.data)
+        fp32_acc = accuracy_of(fp32_out, rows.data)
+        int8 = _choose_int8(config, fp32, prepared, rows, fp32_acc, out.scratch)
+        int8.report["tensorrt_check"] = check_trt_ready(
+            load_onnx(int8.path), rundir.onnx("int8").name
+        ).to_dict()
+        best_cpu, cpu_all, cpu_path = _choose_cpu(
+            config, rundir, prepared, rows, fp32_out, out.scratch
+        )
+        out.report = {
+            **_report_header(config, rows),
+            "fp32_val_accuracy": fp32_acc,
+            "int8": int8.report,
+            "cpu": {
+                "chosen": best_cpu.name,
+                "timing": f"ms at seq {config.model.max_length}, batch 1 and 32, 2 threads: "
+                "best of 3 round-robin medians",
+                "candidates": [c.to_dict() for c in cpu_all],
+            },
+        }
+        _publish(out, int8, cpu_path)
+        out.facts = _facts(out.report, best_cpu)
+        out.summary = (
+            f"calibrate: int8 {int8.scored.name} val {int8.scored.val_accuracy:.2f}% "
+            f"(fp32 {fp32_acc:.2f}%); cpu model {best_cpu.name}"
+        )
+    return out.result
 
-    report: dict[str, Any] = {
-        "calibration_rows": len(reader) * cfg.batch_size,
+
+@dataclass
+class _Rows:
+    """What calibration reads: training batches to calibrate on, validation rows to choose on."""
+
+    tokenizer: Any
+    reader: CalibrationReader
+    val_texts: list[str]
+    data: TokenizedRows
+
+    @classmethod
+    def load(cls, config: Config, rundir: RunDir) -> _Rows:
+        cfg, max_length = config.calibration, config.model.max_length
+        tokenizer = load_tokenizer(rundir.merged)
+        splits = load_split(rundir, ("train", "val"))
+        texts = calibration_texts(splits["train"], cfg.rows, cfg.batch_size, config.seed)
+        reader = CalibrationReader(tokenized_batches(tokenizer, texts, cfg.batch_size, max_length))
+        val = splits["val"] if cfg.eval_rows is None else splits["val"].head(cfg.eval_rows)
+        data = TokenizedRows.build(
+            tokenizer, val["text"].tolist(), max_length, 32, labels=val["label"].tolist()
+        )
+        return cls(tokenizer, reader, val["text"].tolist(), data)
+
+
+def _report_header(config: Config, rows: _Rows) -> dict[str, Any]:
+    cfg = config.calibration
+    return {
+        "calibration_rows": len(rows.reader) * cfg.batch_size,
         "batch_size": cfg.batch_size,
-        "eval_rows": data.rows,
+        "eval_rows": rows.data.rows,
         "accuracy_budget": config.accuracy_budget,
         "sweep": cfg.sweep,
     }
-    run.onnx_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".calibrate-", dir=run.onnx_dir))
-    try:
-        prepared = work / "prepared.onnx"
-        prepare_model(fp32, prepared)
-        fp32_out = logits(fp32, data)
-        fp32_acc = accuracy_of(fp32_out, data)
-        report["fp32_val_accuracy"] = fp32_acc
-        int8_path, chosen, ranges = _int8(
-            cfg, config.accuracy_budget, fp32, prepared, reader, data, fp32_acc, work, report
-        )
-        report["int8"]["tensorrt_check"] = check_trt_ready(
-            load_onnx(int8_path), run.onnx("int8").name
-        ).to_dict()
 
-        def u8_ranges() -> Any:
-            found = calibrate_ranges(prepared, reader, "minmax", symmetric=False)
-            return next(iter(found.values()))
 
-        timing = _timing_batches(tokenizer, val["text"].tolist(), max_length)
-        cands = build_candidates(cfg.cpu_candidates, fp32, opt, prepared, u8_ranges, work)
-        best_cpu, cpu_all, cpu_path = choose_cpu_model(
-            cands, data, fp32_out, config.accuracy_budget, timing
-        )
-        report["cpu"] = {
-            "chosen": best_cpu.name,
-            "timing": (
-                f"ms at seq {max_length}, batch 1 and 32, 2 threads: best of 3 round-robin medians"
-            ),
-            "candidates": [c.to_dict() for c in cpu_all],
-        }
-        ranges_path = run.calibration_dir / "ranges.json"
-        _save_ranges(ranges, ranges_path)
-        publish(int8_path, run.onnx("int8"))
-        publish(cpu_path, run.onnx("cpu"))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report["wall_s"] = round(timer.elapsed, 1)
-    report_path = run.calibration_dir / "report.json"
-    write_json(report_path, report)
-    summary = {
-        "fp32_val_accuracy": fp32_acc,
+def _publish(out: Staging, int8: _Int8Choice, cpu_path: Path) -> None:
+    """Stage the chosen models, the report and the ranges (manifest order: as listed)."""
+    rundir = out.rundir
+    os.replace(int8.path, out.path(rundir.onnx("int8")))
+    os.replace(cpu_path, out.path(rundir.onnx("cpu")))
+    report_path = out.path(rundir.calibration_dir / "report.json")
+    _save_ranges(int8.ranges, out.path(rundir.calibration_dir / "ranges.json"))
+    out.report["wall_s"] = round(out.elapsed, 1)
+    write_json(report_path, out.report)
+
+
+def _facts(report: dict[str, Any], best_cpu: CpuCandidate) -> dict[str, Any]:
+    """The manifest's summary of the report."""
+    return {
+        "fp32_val_accuracy": report["fp32_val_accuracy"],
         "int8": {k: report["int8"][k] for k in ("chosen", "val_accuracy", "drop")},
         "cpu": {
             "chosen": best_cpu.name,
@@ -114,79 +140,65 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
             "latency_ms_b1": best_cpu.latency_ms_b1,
         },
         "tensorrt_check": {"int8": "ok"},
-        "eval_rows": data.rows,
+        "eval_rows": report["eval_rows"],
     }
-    run.record(
-        "calibrate",
-        inputs=[fp32, opt, run.merged, run.split],
-        outputs=[run.onnx("int8"), run.onnx("cpu"), report_path, ranges_path],
-        wall_s=timer.elapsed,
-        extra=summary,
-    )
-    log.info(
-        "calibrate: int8 %s val %.2f%% (fp32 %.2f%%); cpu model %s",
-        chosen.name,
-        chosen.val_accuracy,
-        fp32_acc,
-        best_cpu.name,
-    )
-    return report
 
 
-def _int8(
-    cfg: CalibrationConfig,
-    budget: float,
-    fp32: Path,
-    prepared: Path,
-    reader: CalibrationReader,
-    data: EvalSet,
-    fp32_acc: float,
-    work: Path,
-    report: dict[str, Any],
-) -> tuple[Path, Scored, Any]:
-    """Quantize each candidate (one, or the sweep's grid), then exclusions if still over budget."""
-    if cfg.sweep:
-        grid = candidate_grid(cfg.sweep_percentiles)
-    else:
-        grid = [Candidate(cfg.method, cfg.percentile if cfg.method == "percentile" else None)]
-    ranges: dict[Candidate, Any] = {}
-    for method in dict.fromkeys(c.method for c in grid):
-        pct = [c.percentile for c in grid if c.method == method and c.percentile is not None]
-        ranges.update(calibrate_ranges(prepared, reader, method, pct or (cfg.percentile,)))
-    scored: list[Scored] = []
-    paths: dict[str, tuple[Path, Any]] = {}
+# -- INT8 (TensorRT's input) ---------------------------------------------------------
+@dataclass
+class _Int8Search:
+    """Quantized candidates and their validation scores, in the order they were tried."""
 
-    def score(name: str, cand_ranges: Any, excluded: list[str]) -> Scored:
+    prepared: Path
+    data: TokenizedRows
+    fp32_acc: float
+    work: Path
+    scored: list[Scored] = field(default_factory=list)
+    files: dict[str, tuple[Path, Any]] = field(default_factory=dict)  # name -> (model, ranges)
+
+    def score(self, name: str, ranges: Any, excluded: list[str]) -> Scored:
         start = time.perf_counter()
-        path = work / f"int8-{name}.onnx"
-        quantize_qdq(prepared, cand_ranges, path, nodes_to_exclude=excluded)
-        acc = accuracy_of(logits(path, data), data)
-        result = Scored(
-            name, acc, round(fp32_acc - acc, 3), excluded, round(time.perf_counter() - start, 1)
-        )
+        path = self.work / f"int8-{name}.onnx"
+        quantize_qdq(self.prepared, ranges, path, nodes_to_exclude=excluded)
+        acc = accuracy_of(logits(path, self.data), self.data)
+        wall_s = round(time.perf_counter() - start, 1)
+        result = Scored(name, acc, round(self.fp32_acc - acc, 3), excluded, wall_s)
         log.info("int8 candidate %s: val %.2f%% (drop %.2f)", name, acc, result.drop)
-        scored.append(result)
-        paths[name] = (path, cand_ranges)
+        self.scored.append(result)
+        self.files[name] = (path, ranges)
         return result
 
+    def best(self) -> Scored:
+        return pick_best(self.scored)
+
+
+@dataclass
+class _Int8Choice:
+    path: Path
+    scored: Scored
+    ranges: Any
+    report: dict[str, Any]  # the report's "int8" section
+
+
+def _choose_int8(
+    config: Config, fp32: Path, prepared: Path, rows: _Rows, fp32_acc: float, work: Path
+) -> _Int8Choice:
+    """Quantize each candidate (one, or the sweep's grid), then exclusions if still over budget."""
+    cfg, budget = config.calibration, config.accuracy_budget
+    search = _Int8Search(prepared, rows.data, fp32_acc, work)
+    grid, ranges = _candidate_ranges(cfg, prepared, rows.reader)
     for cand in grid:
-        score(cand.name, ranges[cand], [])
-    best = pick_best(scored)
-    report["int8"] = {"sensitivity": None}
+        search.score(cand.name, ranges[cand], [])
+    best = search.best()
+    ranked = None
     if cfg.sweep and best.drop > budget and cfg.sensitivity_max_excluded > 0:
-        best_ranges = paths[best.name][1]
-        # Every k-th length-sorted batch: a spread of lengths in ~sensitivity_rows rows.
-        step = max(1, -(-data.rows // max(1, cfg.sensitivity_rows)))
-        subset = EvalSet(data.batches[::step], data.labels[::step])
-        reference = logits(fp32, subset)
-        nodes = quantized_nodes(load_onnx(prepared, load_weights=False))
-        ranked = sensitivity(prepared, best_ranges, nodes, reference, subset, work)
-        report["int8"]["sensitivity"] = [{"node": n, "logit_mse": e} for n, e in ranked]
+        best_ranges = search.files[best.name][1]
+        ranked = _sensitivity(cfg, fp32, prepared, best_ranges, rows.data, work)
         for k in exclusion_steps(min(cfg.sensitivity_max_excluded, len(ranked))):
-            result = score(f"{best.name}-exclude{k}", best_ranges, [n for n, _ in ranked[:k]])
-            if result.drop <= budget:
+            name = f"{best.name}-exclude{k}"
+            if search.score(name, best_ranges, [n for n, _ in ranked[:k]]).drop <= budget:
                 break
-        best = pick_best(scored)
+        best = search.best()
     if best.drop > budget:
         log.warning(
             "calibrate: int8 %s is %.2f points below fp32 on validation (budget %.2f)%s",
@@ -195,14 +207,71 @@ def _int8(
             budget,
             "" if cfg.sweep else "; try `bertrt calibrate --sweep`",
         )
-    report["int8"].update(
-        chosen=best.name,
-        val_accuracy=best.val_accuracy,
-        drop=best.drop,
-        excluded=best.excluded,
-        candidates=[s.to_dict() for s in scored],
-    )
-    return paths[best.name][0], best, paths[best.name][1]
+    report = {
+        "sensitivity": None if ranked is None else [{"node": n, "logit_mse": e} for n, e in ranked],
+        "chosen": best.name,
+        "val_accuracy": best.val_accuracy,
+        "drop": best.drop,
+        "excluded": best.excluded,
+        "candidates": [s.to_dict() for s in search.scored],
+    }
+    path, best_ranges = search.files[best.name]
+    return _Int8Choice(path, best, best_ranges, report)
+
+
+def _candidate_ranges(
+    cfg: CalibrationConfig, prepared: Path, reader: CalibrationReader
+) -> tuple[list[Candidate], dict[Candidate, Any]]:
+    """The candidates to try and their calibrated ranges (one calibration pass per method)."""
+    if cfg.sweep:
+        grid = candidate_grid(cfg.sweep_percentiles)
+    else:
+        grid = [Candidate(cfg.method, cfg.percentile if cfg.method == "percentile" else None)]
+    ranges: dict[Candidate, Any] = {}
+    for method in dict.fromkeys(c.method for c in grid):
+        pct = [c.percentile for c in grid if c.method == method and c.percentile is not None]
+        ranges.update(calibrate_ranges(prepared, reader, method, pct or (cfg.percentile,)))
+    return grid, ranges
+
+
+def _sensitivity(
+    cfg: CalibrationConfig,
+    fp32: Path,
+    prepared: Path,
+    ranges: Any,
+    data: TokenizedRows,
+    work: Path,
+) -> list[tuple[str, float]]:
+    """Quantizable nodes, most sensitive first, measured on a slice of the validation rows."""
+    # Every k-th length-sorted batch: a spread of lengths in ~sensitivity_rows rows.
+    step = max(1, -(-data.rows // max(1, cfg.sensitivity_rows)))
+    subset = data.every(step)
+    reference = logits(fp32, subset)
+    nodes = quantized_nodes(load_onnx(prepared, load_weights=False))
+    return sensitivity(prepared, ranges, nodes, reference, subset, work)
+
+
+# -- the CPU deployment model --------------------------------------------------------
+def _choose_cpu(
+    config: Config,
+    rundir: RunDir,
+    prepared: Path,
+    rows: _Rows,
+    fp32_out: np.ndarray,
+    work: Path,
+) -> tuple[CpuCandidate, list[CpuCandidate], Path]:
+    """Build, score and time the CPU candidates; return the winner, all of them and its file."""
+    reader = rows.reader
+
+    def u8_ranges() -> Any:
+        found = calibrate_ranges(prepared, reader, "minmax", symmetric=False)
+        return next(iter(found.values()))
+
+    fp32, opt = rundir.onnx("fp32"), rundir.onnx("opt")
+    timing = _timing_batches(rows.tokenizer, rows.val_texts, config.model.max_length)
+    names = config.calibration.cpu_candidates
+    cands = build_candidates(names, fp32, opt, prepared, u8_ranges, work)
+    return choose_cpu_model(cands, rows.data, fp32_out, config.accuracy_budget, timing)
 
 
 def _timing_batches(tokenizer: Any, texts: list[str], max_length: int) -> list[dict[str, Any]]:

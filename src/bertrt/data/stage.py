@@ -13,56 +13,61 @@ from typing import Any
 
 import pandas as pd
 
-from bertrt.artifacts import RunDir, StageTimer, read_json, sha256_file, write_json
+from bertrt.artifacts import RunDir, read_json, sha256_file, write_json
 from bertrt.config import Config
 from bertrt.data.features import FEATURES, tabular_features
 from bertrt.data.kaggle import LABEL_NAMES, load_kaggle_csv
 from bertrt.data.split import SPLITS, split
 from bertrt.data.text import question_text
 from bertrt.errors import ConfigError, MissingArtifactError, StaleArtifactError
+from bertrt.stages import StageResult, stage
 
 
-def run(config: Config, run: RunDir) -> dict[str, Any]:
+def run(config: Config, rundir: RunDir) -> StageResult:
+    """Validate and split the CSV; the result's report is the split.json document."""
     cfg = config.data
     if not cfg.csv:
         raise ConfigError("data: no CSV given; pass --data PATH (Makefile: DATA=PATH)")
-    timer = StageTimer()
-    csv_path = Path(cfg.csv).resolve()
-    loaded = load_kaggle_csv(csv_path, cfg.bad_rows, cfg.max_bad_fraction)
-    fractions = (cfg.train_fraction, cfg.val_fraction, cfg.test_fraction)
-    try:
-        ids = split(loaded.frame, config.seed, fractions)
-    except ValueError as err:
-        raise ConfigError(f"data: {err}") from err
-    labels = loaded.frame.set_index("PostId")["label"]
-    counts = {
-        name: {
-            LABEL_NAMES[k]: int(v)
-            for k, v in labels.loc[ids[name]].value_counts().sort_index().items()
+    with stage(rundir, "data") as out:
+        csv_path = Path(cfg.csv).resolve()
+        loaded = load_kaggle_csv(csv_path, cfg.bad_rows, cfg.max_bad_fraction)
+        fractions = (cfg.train_fraction, cfg.val_fraction, cfg.test_fraction)
+        try:
+            ids = split(loaded.frame, config.seed, fractions)
+        except ValueError as err:
+            raise ConfigError(f"data: {err}") from err
+        labels = loaded.frame.set_index("PostId")["label"]
+        counts = {
+            name: {
+                LABEL_NAMES[k]: int(v)
+                for k, v in labels.loc[ids[name]].value_counts().sort_index().items()
+            }
+            for name in SPLITS
         }
-        for name in SPLITS
-    }
-    csv_sha = sha256_file(csv_path)
-    document = {
-        "csv": {"path": str(csv_path), "sha256": csv_sha, "rows": len(loaded.frame)},
-        "seed": config.seed,
-        "fractions": dict(zip(SPLITS, fractions, strict=True)),
-        "text": {"code_blocks": cfg.code_blocks, "features_in_text": cfg.features_in_text},
-        "skipped_rows": [b.describe() for b in loaded.skipped],
-        "counts": counts,
-        "splits": ids,
-    }
-    run.root.mkdir(parents=True, exist_ok=True)
-    write_json(run.split, document)
-    run.record(
-        "data",
-        inputs=[],
-        outputs=[run.split],
-        wall_s=timer.elapsed,
-        external_inputs={str(csv_path): csv_sha},
-        extra={"rows": len(loaded.frame), "skipped": len(loaded.skipped), "counts": counts},
+        csv_sha = sha256_file(csv_path)
+        out.report = {
+            "csv": {"path": str(csv_path), "sha256": csv_sha, "rows": len(loaded.frame)},
+            "seed": config.seed,
+            "fractions": dict(zip(SPLITS, fractions, strict=True)),
+            "text": {"code_blocks": cfg.code_blocks, "features_in_text": cfg.features_in_text},
+            "skipped_rows": [b.describe() for b in loaded.skipped],
+            "counts": counts,
+            "splits": ids,
+        }
+        write_json(out.path(rundir.split), out.report)
+        out.external_inputs = {str(csv_path): csv_sha}
+        out.facts = {"rows": len(loaded.frame), "skipped": len(loaded.skipped), "counts": counts}
+        out.summary = _summary(rundir, out.report)
+    return out.result
+
+
+def _summary(rundir: RunDir, document: dict[str, Any]) -> str:
+    skipped = document["skipped_rows"]
+    return (
+        f"wrote {rundir.split}: "
+        + ", ".join(f"{k} {sum(v.values())} {v}" for k, v in document["counts"].items())
+        + (f"; skipped {len(skipped)} malformed rows" if skipped else "")
     )
-    return document
 
 
 def read_split(run: RunDir) -> dict[str, Any]:

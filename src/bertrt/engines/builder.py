@@ -18,10 +18,11 @@ NVIDIA's "Migrating from TensorRT 10.x to 11.x", Python API reference):
 * ``IEngineInspector`` JSON: 11.x renamed "Bindings" to "I/O Tensors" and
   split "Format/Datatype"; :func:`layer_precisions` reads both spellings.
 
-The rf-detr trap: on TensorRT 11, asking for FP16 from an fp32 ONNX gives a
-silent FP32 engine. :func:`network_flags_and_builder_flags` refuses that
-before building, and :func:`check_engine_precision` refuses an engine whose
-layers (read with the engine inspector) hold no fp16/int8 tensor at all.
+Silent FP32 engines: on TensorRT 11, asking for FP16 from an fp32 ONNX gives
+an engine that runs in FP32 without any error.
+:func:`network_flags_and_builder_flags` refuses that before building, and
+:func:`check_engine_precision` refuses an engine whose layers (read with the
+engine inspector) hold no fp16/int8 tensor at all.
 """
 
 from __future__ import annotations
@@ -117,11 +118,10 @@ def _all_nodes(graph: Any) -> Iterator[Any]:
 # -- version logic (pure, CPU) ----------------------------------------------------
 @dataclass(frozen=True)
 class BuildPlan:
-    """How to ask this TensorRT for ``precision``: network creation flags and builder flags."""
+    """How to ask this TensorRT for ``precision``: the builder flags and the typing mode."""
 
     trt_version: str
     precision: str
-    network_flags: int  # argument of Builder.create_network
     builder_flags: tuple[str, ...]  # names of trt.BuilderFlag members to set
     strongly_typed: bool  # True on 11.x: types come from the ONNX only
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -160,7 +160,6 @@ def network_flags_and_builder_flags(
         return BuildPlan(
             trt_version,
             precision,
-            network_flags=0,
             builder_flags=(),
             strongly_typed=True,
             notes=("TensorRT >= 11: strongly typed; precision taken from the ONNX",),
@@ -172,7 +171,6 @@ def network_flags_and_builder_flags(
     return BuildPlan(
         trt_version,
         precision,
-        network_flags=0,
         builder_flags=flags,
         strongly_typed=False,
         notes=tuple(notes),
@@ -269,7 +267,7 @@ def build_engine(
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(plan.network_flags)
+    network = builder.create_network(0)  # no creation flag is needed on 10.x or 11.x
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves external-data files next to the model.
     if not parser.parse_from_file(str(onnx_path)):

@@ -3,9 +3,10 @@
 Order of checks: TensorRT and a GPU first (one line and exit code 3 on a
 machine without them, so `make all` goes on to the CPU benchmark), then the
 config (precisions, profile), then the inputs' manifest records, then the
-ONNX files' precision against the installed TensorRT version. Each engine is
-written atomically with its sidecar; the timing cache is kept in
-``engines/timing.cache`` so rebuilds reuse measured tactics.
+ONNX files' precision against the installed TensorRT version. Every engine
+and its sidecar are staged and published together once all engines are
+built; the timing cache is kept in ``engines/timing.cache`` so rebuilds
+reuse measured tactics.
 """
 
 from __future__ import annotations
@@ -14,18 +15,20 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertrt.artifacts import RunDir, StageTimer, sha256_path, write_bytes
+from bertrt.artifacts import RunDir, sha256_path, write_bytes
 from bertrt.config import Config
 from bertrt.engines.builder import (
     PRECISIONS,
     BuildPlan,
+    BuildResult,
     build_engine,
     network_flags_and_builder_flags,
     onnx_precision,
 )
 from bertrt.errors import BertrtError, ConfigError
+from bertrt.stages import StageResult, stage
 from bertrt.trt.availability import current_gpu, require_tensorrt_and_cuda
-from bertrt.trt.metadata import EngineMeta, read_meta, write_meta
+from bertrt.trt.metadata import EngineMeta, GpuInfo, read_meta, write_meta
 from bertrt.trt.profiles import Profile, build_profile, max_positions_of
 
 log = logging.getLogger(__name__)
@@ -35,8 +38,8 @@ SOURCES = {"fp16": ("fp16", "export"), "int8": ("int8", "calibrate")}
 STAGE = "build-engine"
 
 
-def timing_cache_path(run: RunDir) -> Path:
-    return run.engines_dir / "timing.cache"
+def timing_cache_path(rundir: RunDir) -> Path:
+    return rundir.engines_dir / "timing.cache"
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,13 @@ class EngineJob:
     plan: BuildPlan
 
 
-def plan_engines(config: Config, run: RunDir, trt_version: str) -> tuple[Profile, list[EngineJob]]:
+def plan_engines(
+    config: Config, rundir: RunDir, trt_version: str
+) -> tuple[Profile, list[EngineJob]]:
     """Everything decided before TensorRT is touched (pure apart from reading the run dir).
 
     Validates the ``engines`` config, checks each source ONNX against the
-    manifest (``run.require``) and decides the flags for ``trt_version``,
+    manifest (``rundir.require``) and decides the flags for ``trt_version``,
     refusing a build that would silently come out FP32.
     """
     cfg = config.engines
@@ -66,12 +71,12 @@ def plan_engines(config: Config, run: RunDir, trt_version: str) -> tuple[Profile
         raise ConfigError(
             f"engines.optimization_level={cfg.optimization_level}: TensorRT accepts 0..5"
         )
-    profile = build_profile(cfg.profile, max_positions_of(run.merged))
+    profile = build_profile(cfg.profile, max_positions_of(rundir.merged))
     jobs = []
     for precision in precisions:
         variant, producer = SOURCES[precision]
-        onnx_path = run.onnx(variant)
-        run.require(STAGE, [onnx_path], producer=producer)
+        onnx_path = rundir.onnx(variant)
+        rundir.require(STAGE, [onnx_path], producer=producer)
         plan = network_flags_and_builder_flags(
             trt_version, precision, onnx_precision(onnx_path), onnx_name=str(onnx_path)
         )
@@ -79,72 +84,84 @@ def plan_engines(config: Config, run: RunDir, trt_version: str) -> tuple[Profile
     return profile, jobs
 
 
-def run(config: Config, run: RunDir) -> list[Path]:
-    """Build every engine in ``engines.precisions``; return the written plan files."""
+def run(config: Config, rundir: RunDir) -> StageResult:
+    """Build every engine in ``engines.precisions``; each plan is published with its sidecar."""
     trt_version = require_tensorrt_and_cuda()
-    cfg = config.engines
-    profile, jobs = plan_engines(config, run, trt_version)
+    profile, jobs = plan_engines(config, rundir, trt_version)
     gpu = current_gpu()
-    cache_path = timing_cache_path(run)
+    lines, checks = [], {}
+    with stage(rundir, STAGE) as out:  # plan_engines has required each source ONNX
+        for job in jobs:
+            result = _build(config, rundir, job, profile)
+            plan, meta = out.path(rundir.engine(job.precision)), rundir.engine_meta(job.precision)
+            plan.write_bytes(result.engine)
+            sidecar = _sidecar(config, rundir, job, profile, result, (trt_version, gpu))
+            write_meta(out.path(meta), sidecar)
+            out.inputs.append(job.onnx_path)
+            checks[job.precision] = result.precision_check
+            lines.append(
+                f"wrote {rundir.engine(job.precision)} ({result.build_s:.1f} s build; "
+                f"precision {result.precision_check})"
+            )
+        _keep_current_engines(rundir, {job.precision for job in jobs}, out.inputs, out.outputs)
+        out.facts = {"tensorrt": trt_version, "gpu": gpu.name, "precision_checks": checks}
+        out.summary = "\n".join(lines)
+    return out.result
 
-    timer = StageTimer()
-    inputs: list[Path] = []
-    outputs: list[Path] = []
-    checks: dict[str, str] = {}
-    for job in jobs:
-        precision, onnx_path, plan = job.precision, job.onnx_path, job.plan
-        log.info("building %s engine from %s (%s)", precision, onnx_path, plan)
-        cache = cache_path.read_bytes() if cfg.timing_cache and cache_path.is_file() else None
-        result = build_engine(
-            onnx_path, plan, profile, cfg.workspace_mib, cfg.optimization_level, cache
-        )
-        if cfg.timing_cache:
-            write_bytes(cache_path, result.timing_cache)
-        write_bytes(run.engine(precision), result.engine)
-        write_meta(
-            run.engine_meta(precision),
-            EngineMeta(
-                precision=precision,
-                tensorrt_version=trt_version,
-                gpu=gpu,
-                profile=profile,
-                onnx_file=run.rel(onnx_path),
-                onnx_sha256=sha256_path(onnx_path),
-                build_s=round(result.build_s, 3),
-                options={
-                    "workspace_mib": cfg.workspace_mib,
-                    "optimization_level": cfg.optimization_level,
-                    "timing_cache": cfg.timing_cache,
-                    "network_flags": plan.network_flags,
-                    "builder_flags": list(plan.builder_flags),
-                    "strongly_typed": plan.strongly_typed,
-                    "notes": list(plan.notes),
-                    "precision_check": result.precision_check,
-                },
-                io=result.io,
-                layer_precisions=result.layer_precisions,
-            ),
-        )
-        print(
-            f"wrote {run.engine(precision)} ({result.build_s:.1f} s build; "
-            f"precision {result.precision_check})"
-        )
-        inputs.append(onnx_path)
-        outputs += [run.engine(precision), run.engine_meta(precision)]
-        checks[precision] = result.precision_check
-    _keep_current_engines(run, {job.precision for job in jobs}, inputs, outputs)
-    run.record(
-        STAGE,
-        inputs,
-        outputs,
-        timer.elapsed,
-        extra={"tensorrt": trt_version, "gpu": gpu.name, "precision_checks": checks},
+
+def _build(config: Config, rundir: RunDir, job: EngineJob, profile: Profile) -> BuildResult:
+    """Build one engine, reusing and updating the timing cache.
+
+    The cache is written in place at once, not staged: tactics measured for
+    one engine help the next build even when a later engine of this run fails.
+    """
+    cfg = config.engines
+    cache_path = timing_cache_path(rundir)
+    log.info("building %s engine from %s (%s)", job.precision, job.onnx_path, job.plan)
+    cache = cache_path.read_bytes() if cfg.timing_cache and cache_path.is_file() else None
+    result = build_engine(
+        job.onnx_path, job.plan, profile, cfg.workspace_mib, cfg.optimization_level, cache
     )
-    return [run.engine(job.precision) for job in jobs]
+    if cfg.timing_cache:
+        write_bytes(cache_path, result.timing_cache)
+    return result
+
+
+def _sidecar(
+    config: Config,
+    rundir: RunDir,
+    job: EngineJob,
+    profile: Profile,
+    result: BuildResult,
+    built_with: tuple[str, GpuInfo],
+) -> EngineMeta:
+    """What the runtime checks before loading the engine, and how it was built."""
+    cfg = config.engines
+    trt_version, gpu = built_with
+    return EngineMeta(
+        precision=job.precision,
+        tensorrt_version=trt_version,
+        gpu=gpu,
+        profile=profile,
+        onnx_file=rundir.rel(job.onnx_path),
+        onnx_sha256=sha256_path(job.onnx_path),
+        build_s=round(result.build_s, 3),
+        options={
+            "workspace_mib": cfg.workspace_mib,
+            "optimization_level": cfg.optimization_level,
+            "timing_cache": cfg.timing_cache,
+            "builder_flags": list(job.plan.builder_flags),
+            "strongly_typed": job.plan.strongly_typed,
+            "notes": list(job.plan.notes),
+            "precision_check": result.precision_check,
+        },
+        io=result.io,
+        layer_precisions=result.layer_precisions,
+    )
 
 
 def _keep_current_engines(
-    run: RunDir, rebuilt: set[str], inputs: list[Path], outputs: list[Path]
+    rundir: RunDir, rebuilt: set[str], inputs: list[Path], outputs: list[Path]
 ) -> None:
     """Carry into the new manifest record the engines not rebuilt now that are still current.
 
@@ -153,9 +170,9 @@ def _keep_current_engines(
     """
     for precision, (variant, _) in SOURCES.items():
         engine, meta_path, onnx_path = (
-            run.engine(precision),
-            run.engine_meta(precision),
-            run.onnx(variant),
+            rundir.engine(precision),
+            rundir.engine_meta(precision),
+            rundir.onnx(variant),
         )
         if precision in rebuilt or not (
             engine.is_file() and meta_path.is_file() and onnx_path.is_file()

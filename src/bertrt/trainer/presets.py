@@ -15,7 +15,10 @@ from bertrt.errors import ConfigError
 
 # Module names inside BertForSequenceClassification (``bert.encoder.layer.N....``).
 _ATTENTION_QV = r"attention\.self\.(query|value)"
-_FFN = r"intermediate\.dense|output\.dense"  # `output.dense` right after the layer index: the FFN's
+# `output.dense` right after the layer index is the FFN's second projection
+# (encoder.layer.N.output.dense), not attention.output.dense: target_regex puts
+# the alternation directly after `encoder.layer.N.` and peft full-matches it.
+_FFN = r"intermediate\.dense|output\.dense"
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,20 @@ artifacts are written its checkpoints are removed.
 from __future__ import annotations
 
 import shutil
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bertrt.artifacts import RunDir, StageTimer, atomic_dir, sha256_path, write_json
+import pandas as pd
+
+from bertrt.artifacts import RunDir, sha256_path, write_json
 from bertrt.config import Config
 from bertrt.data import load_split
+from bertrt.stages import StageResult, Staging, stage
 from bertrt.trainer.merge import merge_and_verify
-from bertrt.trainer.presets import get_preset
+from bertrt.trainer.presets import Preset, get_preset
 from bertrt.trainer.train import (
+    TrainOutcome,
     device_description,
     fingerprint,
     stable_subsample,
@@ -28,64 +31,114 @@ from bertrt.trainer.train import (
 )
 
 
-def run(config: Config, run: RunDir, csv: str | Path | None = None) -> dict[str, Any] | None:
-    """Train, merge, verify and record; returns train_metrics (None on non-main ranks)."""
+def run(config: Config, rundir: RunDir, csv: str | Path | None = None) -> StageResult:
+    """Train, merge, verify and record; the result's report is train_metrics.json.
+
+    Under distributed training only the main rank writes; the others return a
+    result with no outputs, and record nothing.
+    """
     preset = get_preset(config.train.preset)
-    run.require("train", [run.split], producer="data")
-    timer = StageTimer()
+    with stage(rundir, "train", requires={"data": [rundir.split]}) as out:
+        frames = _frames(config, load_split(rundir, csv=csv))
+        key = fingerprint(config, sha256_path(rundir.split))
+        outcome = train_model(config, preset, frames, rundir.checkpoints / key)
+        if outcome.trainer.is_world_process_zero():
+            _drop_other_checkpoints(rundir, key)
+            _write_artifacts(config, preset, outcome, frames, out)
+        else:
+            out.discard()
+    if out.result.outputs:  # written and recorded: nothing left to resume
+        shutil.rmtree(rundir.checkpoints / key, ignore_errors=True)
+    return out.result
+
+
+def _frames(config: Config, splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     cfg = config.train
-    splits = load_split(run, csv=csv)
-    frames = {
+    return {
         "train": stable_subsample(splits["train"], cfg.max_train_rows, config.seed),
         "val": stable_subsample(splits["val"], cfg.max_eval_rows, config.seed),
         "test": stable_subsample(splits["test"], cfg.max_eval_rows, config.seed),
     }
-    key = fingerprint(config, sha256_path(run.split))
-    output_dir = run.checkpoints / key
-    outcome = train_model(config, preset, frames, output_dir)
-    if not outcome.trainer.is_world_process_zero():
-        return None
-    for other in run.checkpoints.glob("*"):  # checkpoints of other configs cannot be resumed
+
+
+def _drop_other_checkpoints(rundir: RunDir, key: str) -> None:
+    """Checkpoints of other configs cannot be resumed by this one."""
+    for other in rundir.checkpoints.glob("*"):
         if other.is_dir() and other.name != key:
             shutil.rmtree(other, ignore_errors=True)
 
-    outputs = []
-    merge_info: dict[str, Any]
-    model = outcome.model
+
+def _write_artifacts(
+    config: Config,
+    preset: Preset,
+    outcome: TrainOutcome,
+    frames: dict[str, pd.DataFrame],
+    out: Staging,
+) -> None:
+    """Stage adapter/ (LoRA), merged/ and train_metrics.json, and say what to record."""
+    rundir = out.rundir
+    merge_info = _save_models(config, preset, outcome, frames["val"], out)
+    out.report = _metrics(config, preset, outcome, frames, merge_info, rundir)
+    out.report["wall_s"] = round(out.elapsed, 2)
+    write_json(out.path(rundir.train_metrics), out.report)
+    out.facts = {
+        "preset": preset.name,
+        "test_accuracy": outcome.test["accuracy"],
+        "best_epoch": outcome.best_epoch,
+        "merge_max_abs_diff": merge_info.get("max_abs_diff"),
+    }
+    out.summary = (
+        f"test accuracy {outcome.test['accuracy']:.4f} (n={outcome.test['n']}), "
+        f"loss {outcome.test['loss']:.4f}; best epoch {outcome.best_epoch}; "
+        f"wrote {rundir.merged}"
+        + (f", {rundir.adapter}" if preset.is_lora else "")
+        + f", {rundir.train_metrics} in {out.elapsed / 60:.1f} min"
+    )
+
+
+def _save_models(
+    config: Config, preset: Preset, outcome: TrainOutcome, val: pd.DataFrame, out: Staging
+) -> dict[str, Any]:
+    """Stage the adapter (LoRA) and the merged model; return the merge check for the metrics."""
+    rundir, model, tokenizer = out.rundir, outcome.model, outcome.tokenizer
     if preset.is_lora:
-        with atomic_dir(run.adapter) as tmp:
-            model.save_pretrained(tmp)
-            outcome.tokenizer.save_pretrained(tmp)
-        outputs.append(run.adapter)
-        check_rows = frames["val"].head(cfg.merge_check_rows)
+        model.save_pretrained(out.path(rundir.adapter))
+        tokenizer.save_pretrained(out.path(rundir.adapter))
+        check_rows = val.head(config.train.merge_check_rows)
         model, check = merge_and_verify(
-            model, outcome.tokenizer, check_rows, config.model.max_length, cfg.merge_tolerance
+            model, tokenizer, check_rows, config.model.max_length, config.train.merge_tolerance
         )
         merge_info = {"applied": True, **check.to_dict()}
     else:
-        if run.adapter.exists():  # a LoRA run's adapter would not describe this model
-            shutil.rmtree(run.adapter)
+        if rundir.adapter.exists():  # a LoRA run's adapter would not describe this model
+            shutil.rmtree(rundir.adapter)
         merge_info = {"applied": False, "reason": "full fine-tuning: no adapter to merge"}
-    with atomic_dir(run.merged) as tmp:
-        model.float().save_pretrained(tmp)
-        outcome.tokenizer.save_pretrained(tmp)
-    outputs.append(run.merged)
+    model.float().save_pretrained(out.path(rundir.merged))
+    tokenizer.save_pretrained(out.path(rundir.merged))
+    return merge_info
 
+
+def _metrics(
+    config: Config,
+    preset: Preset,
+    outcome: TrainOutcome,
+    frames: dict[str, pd.DataFrame],
+    merge_info: dict[str, Any],
+    rundir: RunDir,
+) -> dict[str, Any]:
+    """train_metrics.json, apart from the stage's wall time."""
     timed = [e["train_seconds"] for e in outcome.epochs if e["train_seconds"] is not None]
     train_s = sum(timed) if timed else outcome.train_seconds
-    metrics = {
+    lora = {
+        "r": preset.rank,
+        "alpha": preset.alpha,
+        "target_modules": preset.target_regex(outcome.model.config.num_hidden_layers),
+        "last_layers": preset.last_layers,
+    }
+    return {
         "preset": preset.name,
         "description": preset.description,
-        "lora": (
-            {
-                "r": preset.rank,
-                "alpha": preset.alpha,
-                "target_modules": preset.target_regex(model.config.num_hidden_layers),
-                "last_layers": preset.last_layers,
-            }
-            if preset.is_lora
-            else None
-        ),
+        "lora": lora if preset.is_lora else None,
         "base_model": config.model.base,
         "max_length": config.model.max_length,
         "seed": config.seed,
@@ -96,37 +149,12 @@ def run(config: Config, run: RunDir, csv: str | Path | None = None) -> dict[str,
         "stopped_early": outcome.stopped_early,
         "test": outcome.test,
         "merge": merge_info,
-        "adapter": run.rel(run.adapter) if preset.is_lora else None,
+        "adapter": rundir.rel(rundir.adapter) if preset.is_lora else None,
         "train_samples_per_s": round(outcome.samples_trained / train_s, 3) if train_s else None,
         "train_wall_s": round(outcome.train_seconds, 2),
         "seconds_per_epoch": round(sum(timed) / len(timed), 2) if timed else None,
-        "wall_s": None,  # filled below
+        "wall_s": None,  # the stage's, filled in last
         "device": device_description(outcome.precision),
         "resumed_from": outcome.resumed_from,
-        "config": {"train": asdict(cfg), "model": asdict(config.model)},
+        "config": {"train": asdict(config.train), "model": asdict(config.model)},
     }
-    metrics["wall_s"] = round(timer.elapsed, 2)
-    write_json(run.train_metrics, metrics)
-    outputs.append(run.train_metrics)
-    run.record(
-        "train",
-        inputs=[run.split],
-        outputs=outputs,
-        wall_s=timer.elapsed,
-        extra={
-            "preset": preset.name,
-            "test_accuracy": outcome.test["accuracy"],
-            "best_epoch": outcome.best_epoch,
-            "merge_max_abs_diff": merge_info.get("max_abs_diff"),
-        },
-    )
-    shutil.rmtree(output_dir, ignore_errors=True)
-    print(
-        f"test accuracy {outcome.test['accuracy']:.4f} (n={outcome.test['n']}), "
-        f"loss {outcome.test['loss']:.4f}; best epoch {outcome.best_epoch}; "
-        f"wrote {run.merged}"
-        + (f", {run.adapter}" if preset.is_lora else "")
-        + f", {run.train_metrics} in {timer.elapsed / 60:.1f} min",
-        file=sys.stdout,
-    )
-    return metrics

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bertrt.config import Config
+from bertrt.config import Config, TrainConfig
 from bertrt.data.kaggle import LABEL_NAMES
 from bertrt.errors import ConfigError, UnavailableError
 from bertrt.hardware import cpu_has_native_bf16, cpu_model
@@ -235,13 +235,7 @@ def train_model(
     extra_callbacks: list[Any] | None = None,
 ) -> TrainOutcome:
     """Train on frames["train"], pick the best epoch on frames["val"], score frames["test"]."""
-    from transformers import (
-        DataCollatorWithPadding,
-        EarlyStoppingCallback,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     cfg = config.train
@@ -255,13 +249,51 @@ def train_model(
         f"preset {preset.name}: trainable params {counts['trainable']:,} || "
         f"all params {counts['total']:,} || trainable {counts['trainable_percent']:.2f}%"
     )
-
     max_length = config.model.max_length
     train_ds = TokenizedRows(tokenizer, frames["train"], max_length)
     val_ds = TokenizedRows(tokenizer, frames["val"], max_length, sort=True)
     test_ds = TokenizedRows(tokenizer, frames["test"], max_length, sort=True)
+    timer = _epoch_timer()
+    trainer = Trainer(
+        model=model,
+        args=_training_arguments(config, output_dir, precision, cuda),
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        compute_metrics=_compute_metrics,
+        callbacks=_callbacks(config, [timer, *(extra_callbacks or [])]),
+    )
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last:
+        print(f"resuming from {last}")
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last)
+    train_seconds = time.perf_counter() - start
+    epochs = _epoch_history(trainer.state.log_history, timer.seconds)
+    best = min(epochs, key=lambda e: e["val_loss"]) if epochs else None
+    return TrainOutcome(
+        trainer=trainer,
+        # Accelerate patched forward() with the mixed-precision autocast; unwrap to plain fp32.
+        model=trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False),
+        tokenizer=tokenizer,
+        precision=precision,
+        parameters=counts,
+        epochs=epochs,
+        best_epoch=best["epoch"] if best else None,
+        stopped_early=_stopped_early(cfg, trainer, len(train_ds)),
+        resumed_from=last,
+        train_seconds=train_seconds,
+        samples_trained=_samples_trained(cfg, trainer, epochs, len(train_ds)),
+        test=_test_metrics(trainer, test_ds, precision),
+    )
 
-    args = TrainingArguments(
+
+def _training_arguments(config: Config, output_dir: Path, precision: str, cuda: bool) -> Any:
+    """Evaluate and checkpoint each epoch, restore the best (lowest validation loss) at the end."""
+    from transformers import TrainingArguments
+
+    cfg = config.train
+    return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
@@ -289,49 +321,37 @@ def train_model(
         dataloader_num_workers=cfg.dataloader_workers,
         label_names=["labels"],
     )
-    callbacks: list[Any] = [timer := _epoch_timer(), *(extra_callbacks or [])]
-    if cfg.early_stopping_patience is not None and cfg.epochs > 1:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
-        compute_metrics=_compute_metrics,
-        callbacks=callbacks,
-    )
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if last:
-        print(f"resuming from {last}")
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last)
-    train_seconds = time.perf_counter() - start
-    epochs = _epoch_history(trainer.state.log_history, timer.seconds)
-    best = min(epochs, key=lambda e: e["val_loss"]) if epochs else None
-    steps_per_epoch = max(1, -(-len(train_ds) // (cfg.batch_size * max(1, args.world_size))))
-    completed = trainer.state.global_step
-    stopped_early = completed < cfg.epochs * steps_per_epoch and cfg.max_steps is None
 
+
+def _callbacks(config: Config, callbacks: list[Any]) -> list[Any]:
+    from transformers import EarlyStoppingCallback
+
+    cfg = config.train
+    if cfg.early_stopping_patience is not None and cfg.epochs > 1:
+        patience = cfg.early_stopping_patience
+        return [*callbacks, EarlyStoppingCallback(early_stopping_patience=patience)]
+    return callbacks
+
+
+def _stopped_early(cfg: TrainConfig, trainer: Any, train_rows: int) -> bool:
+    world = max(1, trainer.args.world_size)
+    steps_per_epoch = max(1, -(-train_rows // (cfg.batch_size * world)))
+    return bool(trainer.state.global_step < cfg.epochs * steps_per_epoch and cfg.max_steps is None)
+
+
+def _samples_trained(
+    cfg: TrainConfig, trainer: Any, epochs: list[dict[str, Any]], train_rows: int
+) -> int:
+    """Rows seen in this process: whole epochs it timed, or steps when max_steps cut training."""
+    if cfg.max_steps is None:
+        return sum(1 for e in epochs if e["train_seconds"] is not None) * train_rows
+    return int(trainer.state.global_step * cfg.batch_size)
+
+
+def _test_metrics(trainer: Any, test_ds: TokenizedRows, precision: str) -> dict[str, Any]:
     predictions = trainer.predict(test_ds)  # every rank takes part (distributed gather)
     test = classification_metrics(
         np.asarray(predictions.predictions), np.asarray(predictions.label_ids)
     )
     test["precision_mode"] = device_description(precision)["precision"]
-    return TrainOutcome(
-        trainer=trainer,
-        # Accelerate patched forward() with the mixed-precision autocast; unwrap to plain fp32.
-        model=trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False),
-        tokenizer=tokenizer,
-        precision=precision,
-        parameters=counts,
-        epochs=epochs,
-        best_epoch=best["epoch"] if best else None,
-        stopped_early=stopped_early,
-        resumed_from=last,
-        train_seconds=train_seconds,
-        samples_trained=sum(1 for e in epochs if e["train_seconds"] is not None) * len(train_ds)
-        if cfg.max_steps is None
-        else completed * cfg.batch_size,
-        test=test,
-    )
+    return test
