@@ -31,7 +31,7 @@ class ModelConfig:
     base: str = "minilm"
     max_length: int = 128
     # "eager" attention exports to the plain MatMul/Softmax graph that ONNX
-    # Runtime's transformer optimizer fuses (see FINDINGS.md).
+    # Runtime's transformer optimizer fuses (docs/findings.md, "ONNX export").
     attn_implementation: str = "eager"
 
 
@@ -178,6 +178,23 @@ class BenchConfig:
     against: str | None = None
 
 
+# What bench.quick (--quick) lays over the bench settings, applied by load_config
+# after the YAML and every --set, so it wins over them: the CI / first-run grid
+# (≤ 3 minutes for MiniLM on 2 cores). results.json's settings show the outcome.
+QUICK_OVERRIDES = [
+    "bench.batch_sizes=[1, 32]",
+    "bench.seq_lengths=[128]",
+    "bench.warmup=2",
+    "bench.iterations=5",
+    "bench.min_round_s=0.3",
+    "bench.repeats=3",
+    "bench.accuracy_rows=512",
+    "bench.e2e_rows=512",
+    "bench.e2e_repeats=3",
+    "bench.e2e_max_lengths=[]",
+]
+
+
 @dataclass
 class Config:
     seed: int = 42
@@ -212,11 +229,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{source}: top level must be a mapping")
         raw = loaded or {}
     for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=2")
-        _assign(raw, key.strip().split("."), yaml.safe_load(value), item)
+        _override(raw, item)
+    bench = raw.get("bench")
+    if isinstance(bench, dict) and bench.get("quick") is True:
+        for item in QUICK_OVERRIDES:
+            _override(raw, item)
     return _build(Config, raw, where="")
+
+
+def _override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=2")
+    _assign(raw, key.strip().split("."), yaml.safe_load(value), item)
 
 
 def _assign(tree: dict[str, Any], keys: list[str], value: Any, item: str) -> None:

@@ -7,6 +7,7 @@ not depend on the trainer or exporter.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -19,10 +20,9 @@ import pytest
 from bertrt.artifacts import RunDir, sha256_path
 from bertrt.bench import accuracy as acc
 from bertrt.bench import reproducibility
-from bertrt.bench.discovery import discover, selected
 from bertrt.bench.machine import steal_percent
 from bertrt.bench.report import add_speedups, choose_best, paired_ratio
-from bertrt.bench.stage import QUICK, effective
+from bertrt.bench.results import BenchResults, ModelInfo, Target
 from bertrt.bench.timing import (
     ShapeTimer,
     TimingPlan,
@@ -31,14 +31,23 @@ from bertrt.bench.timing import (
     summarize,
     synthetic_batch,
 )
-from bertrt.config import load_config
+from bertrt.config import QUICK_OVERRIDES, load_config
 from bertrt.errors import ConfigError
 from bertrt.export.onnx_export import export_onnx, load_torch_model
 from bertrt.modeling import INPUT_NAMES, load_tokenizer
 from bertrt.runners.base import Runner
 from bertrt.runners.batching import bucketed_batches, pad_to_max_batches, tokenize_unpadded
+from bertrt.runners.registry import discover, selected
 from bertrt.runners.torch_runner import TorchRunner
 from tests.conftest import make_trained_run
+from tests.unit.test_bench_results import (
+    CSV_HEADER,
+    RESULTS_SCHEMA,
+    accuracy_row,
+    fixed_results,
+    key_structure,
+    latency_row,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = [
@@ -146,47 +155,23 @@ def test_score_compares_with_labels_and_reference() -> None:
 
 
 def test_best_backend_respects_accuracy_budget() -> None:
-    def lat(backend: str, framework: str, precision: str, p50: float) -> dict:
-        return {
-            "backend": backend,
-            "framework": framework,
-            "precision": precision,
-            "device": "cpu",
-            "batch": 32,
-            "seq": 128,
-            "p50_ms": p50,
-            "samples_per_s": 32e3 / p50,
-        }
-
-    latency = [
-        lat("torch/fp32/cpu", "torch", "fp32", 300),
-        lat("onnxruntime/int8/cpu", "onnxruntime", "int8", 100),
-        lat("onnxruntime/opt/cpu", "onnxruntime", "fp32", 200),
-    ]
-    accuracy = [
-        {"backend": "torch/fp32/cpu", "framework": "torch", "precision": "fp32", "accuracy": 0.80},
-        {
-            "backend": "onnxruntime/int8/cpu",
-            "framework": "onnxruntime",
-            "precision": "int8",
-            "accuracy": 0.79,
-        },
-        {
-            "backend": "onnxruntime/opt/cpu",
-            "framework": "onnxruntime",
-            "precision": "fp32",
-            "accuracy": 0.80,
-        },
-    ]
+    labels = ("torch/fp32/cpu", "onnxruntime/int8/cpu", "onnxruntime/opt/cpu")
+    latency = [latency_row(b, 32, [p50]) for b, p50 in zip(labels, (300, 100, 200), strict=True)]
+    accuracy = [accuracy_row(b, a) for b, a in zip(labels, (0.80, 0.79, 0.80), strict=True)]
     assert choose_best(latency, accuracy, budget_points=0.5) == "onnxruntime/opt/cpu"
     assert choose_best(latency, accuracy, budget_points=1.0) == "onnxruntime/int8/cpu"
     add_speedups(latency)
-    assert latency[1]["speedup_vs_torch_fp32"] == pytest.approx(3.0)
+    assert latency[1].speedup_vs_torch_fp32 == pytest.approx(3.0)
 
 
-def test_quick_lays_the_small_grid_over_the_config() -> None:
-    cfg = effective(load_config(None, ["bench.quick=true"]).bench)
-    assert cfg.batch_sizes == QUICK["batch_sizes"] and cfg.accuracy_rows == QUICK["accuracy_rows"]
+def test_quick_lays_the_small_grid_over_the_config_and_the_sets() -> None:
+    cfg = load_config(None, ["bench.quick=true", "bench.batch_sizes=[4]"]).bench
+    assert "bench.batch_sizes=[1, 32]" in QUICK_OVERRIDES and "bench.accuracy_rows=512" in (
+        QUICK_OVERRIDES
+    )
+    assert cfg.quick and cfg.batch_sizes == [1, 32] and cfg.accuracy_rows == 512
+    assert cfg.e2e_max_lengths == [] and cfg.min_round_s == 0.3
+    assert load_config(None, ["bench.batch_sizes=[4]"]).bench.batch_sizes == [4]
 
 
 def test_stage_writes_every_report(bench_run: RunDir) -> None:
@@ -203,7 +188,8 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
     ):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
-    assert saved["latency"] == json.loads(json.dumps(results["latency"]))
+    assert saved == json.loads(json.dumps(results.to_dict()))
+    assert (out / "results.csv").read_text().splitlines()[0] == CSV_HEADER
     cells = {(r["backend"], r["batch"], r["seq"]) for r in saved["latency"]}
     assert ("onnxruntime/fp32/cpu", 4, 16) in cells and len(cells) == 6
     assert any("max_position_embeddings" in s["reason"] for s in saved["skipped"])
@@ -227,7 +213,15 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
 
     # A second run compares itself with the first, cell by cell, and keeps the first.
     again = bench(load_config(None, FAST), bench_run)
-    section = again["reproducibility"]
+    # The file keeps the keys, nesting and types it had before the results were typed.
+    written = json.loads((out / "results.json").read_text())
+    assert key_structure(written) == RESULTS_SCHEMA and list(written) == list(RESULTS_SCHEMA)
+    assert list(written["latency"][0]) == list(RESULTS_SCHEMA["latency"][0])
+    assert key_structure(saved) == {
+        k: v for k, v in RESULTS_SCHEMA.items() if k != "reproducibility"
+    }
+    section = again.reproducibility
+    assert section is not None
     assert section["comparable"] and section["cells"] == 6 and not section["models_changed"]
     assert set(saved["backend_models"]) == {c[0] for c in cells}
     onnx_hash = saved["backend_models"]["onnxruntime/fp32/cpu"]["onnx/model.onnx"]
@@ -239,13 +233,13 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
     assert "## Run-to-run" in (out / "results.md").read_text()
     # Both runs are in the history; each cell's run-to-run range spans both p50s.
     lines = (out / "history.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and again["runs_in_history"] == 2
+    assert len(lines) == 2 and again.runs_in_history == 2
     first = {(r["backend"], r["batch"], r["seq"]): r["p50_ms"] for r in saved["latency"]}
-    for row in again["latency"]:
-        low, high = row["run_to_run_p50_ms"]
-        assert row["run_to_run_runs"] == 2
-        assert low == min(row["p50_ms"], first[(row["backend"], row["batch"], row["seq"])])
-        assert high == max(row["p50_ms"], first[(row["backend"], row["batch"], row["seq"])])
+    for row in again.latency:
+        assert row.run_to_run_p50_ms is not None and row.run_to_run_runs == 2
+        low, high = row.run_to_run_p50_ms
+        assert low == min(row.p50_ms, first[(row.backend, row.batch, row.seq)])
+        assert high == max(row.p50_ms, first[(row.backend, row.batch, row.seq)])
     assert "run-to-run p50 ms (runs)" in (out / "results.md").read_text()
 
 
@@ -299,31 +293,30 @@ class _FlakyRunner(_LoggingRunner):
 
 
 def test_a_runner_failing_mid_bench_is_skipped_and_the_others_go_on(bench_run: RunDir) -> None:
-    from bertrt.bench.discovery import Candidate
     from bertrt.bench.stage import _measure_all
+    from bertrt.runners.registry import Candidate
 
     found = discover(bench_run, threads=1, patterns=["torch/fp32/cpu"])
     calls: list[str] = []
-    found.runners.append(Candidate("runner/flaky/cpu", lambda: _FlakyRunner("flaky", calls)))
+    found.runners.append(Candidate(lambda: _FlakyRunner("flaky", calls)))
     cfg = load_config(None, FAST).bench
     eval_set = acc.build_eval_set(load_tokenizer(bench_run.merged), ["a b", "c"], [0, 1], 2, 16)
-    latency, logits, runners = _measure_all(
-        found, [(1, 8)], cfg, {"vocab_size": 1000}, eval_set, 0, (bench_run, 1)
-    )
+    latency, logits, runners = _measure_all(found, [(1, 8)], cfg, 1000, eval_set, 0, (bench_run, 1))
     assert list(runners) == ["torch/fp32/cpu"] and set(logits) == {"torch/fp32/cpu"}
-    assert [r["backend"] for r in latency] == ["torch/fp32/cpu"]
-    assert latency[0]["repeats"] == cfg.repeats
+    assert [r.backend for r in latency] == ["torch/fp32/cpu"]
+    assert latency[0].repeats == cfg.repeats
     reasons = {s["backend"]: s["reason"] for s in found.skipped}
     assert "device lost" in reasons["runner/flaky/cpu"] and len(calls) == 4
 
 
 def test_paired_ratio_cancels_drift_that_hits_both_backends() -> None:
     # The machine got 20% slower in round 2 for both backends alike.
-    slow = {"p50_ms": 20.0, "round_p50_ms": [20.0, 24.0, 20.0]}
-    fast = {"p50_ms": 5.0, "round_p50_ms": [5.0, 6.0, 5.0]}
+    slow = latency_row("torch/fp32/cpu", 1, [20.0, 24.0, 20.0])
+    fast = latency_row("onnxruntime/cpu/cpu", 1, [5.0, 6.0, 5.0])
     assert paired_ratio(slow, fast) == (4.0, 4.0, 4.0)
-    # Rows from an older results.json without per-round figures: ratio of medians.
-    assert paired_ratio({"p50_ms": 9.0}, {"p50_ms": 3.0}) == (3.0, 3.0, 3.0)
+    # Rounds that do not pair up: ratio of medians.
+    slow.round_p50_ms, slow.p50_ms = [], 9.0
+    assert paired_ratio(slow, fast) == (9.0 / 5.0,) * 3
 
 
 def _results(p50: float, spread: tuple[float, float], cpu: str = "EPYC") -> dict:
@@ -338,39 +331,51 @@ def _results(p50: float, spread: tuple[float, float], cpu: str = "EPYC") -> dict
     }
 
 
+def _current(
+    p50: float, spread: tuple[float, float], cpu: str = "EPYC", models: dict | None = None
+) -> BenchResults:
+    """This run, typed, on the machine and model of :func:`_results` (an earlier run's file)."""
+    results = fixed_results()
+    results.machine = _results(p50, spread, cpu)["machine"]
+    results.model = ModelInfo("merged", "bert", 6, 384, 1000, 512)
+    row = latency_row("x/fp32/cpu", 1, [p50])
+    results.latency = [dataclasses.replace(row, backend="x", p50_spread_ms=list(spread))]
+    results.targets = [Target("t", 3.1, ">= 3x", True, "", [3.0, 3.2])]
+    results.backend_models = models or {}
+    return results
+
+
 def test_reproducibility_flags_a_p50_outside_the_previous_spread() -> None:
     first = _results(10.0, (9.8, 10.3))
-    inside = reproducibility.compare(first, _results(10.2, (10.0, 10.4)), "a.json")
+    inside = reproducibility.compare(first, _current(10.2, (10.0, 10.4)), "a.json")
     assert inside["within_previous_spread"] == 1 and inside["cells"] == 1
     assert inside["targets"][0]["within_previous_spread"] is True
-    outside = reproducibility.compare(first, _results(11.5, (11.4, 11.6)), "a.json")
+    outside = reproducibility.compare(first, _current(11.5, (11.4, 11.6)), "a.json")
     cell = outside["latency"][0]
     assert not cell["within_previous_spread"] and not cell["spreads_overlap"]
     assert cell["change_pct"] == pytest.approx(15.0)
     text = "\n".join(reproducibility.markdown(outside))
     assert "0 of 1 latency cells" in text and "**no**" in text
-    rebuilt = _results(11.5, (11.4, 11.6))
+    rebuilt = _current(11.5, (11.4, 11.6), models={"x": {"onnx/model.cpu.onnx": "bbb"}})
     first["backend_models"] = {"x": {"onnx/model.cpu.onnx": "aaa"}}
-    rebuilt["backend_models"] = {"x": {"onnx/model.cpu.onnx": "bbb"}}
     skipped = reproducibility.compare(first, rebuilt, "a.json")
     assert skipped["models_changed"] == ["x"] and skipped["cells"] == 0
     assert skipped["targets"] == []
-    other = reproducibility.compare(first, _results(10.0, (9.9, 10.1), cpu="Xeon"), "a.json")
+    other = reproducibility.compare(first, _current(10.0, (9.9, 10.1), cpu="Xeon"), "a.json")
     assert not other["comparable"] and "cpu" in other["reason"]
 
 
 def test_run_to_run_range_counts_only_comparable_runs_with_the_same_model() -> None:
-    current = _results(10.0, (9.9, 10.1))
-    current["backend_models"] = {"x": {"m.onnx": "aaa"}}
+    current = _current(10.0, (9.9, 10.1), models=current_models()["backend_models"])
     same = reproducibility.history_entry({**_results(12.0, (11.0, 13.0)), **current_models()})
     rebuilt = reproducibility.history_entry(_results(30.0, (29.0, 31.0)))
     rebuilt["backend_models"] = {"x": {"m.onnx": "old"}}
     elsewhere = reproducibility.history_entry(_results(50.0, (49.0, 51.0), cpu="Xeon"))
-    elsewhere["backend_models"] = current["backend_models"]
+    elsewhere["backend_models"] = current.backend_models
     runs = reproducibility.add_run_to_run(current, [same, rebuilt, elsewhere])
-    row = current["latency"][0]
+    row = current.latency[0]
     assert runs == 3  # this run, `same` and `rebuilt` (same machine); `elsewhere` is not
-    assert row["run_to_run_p50_ms"] == [10.0, 12.0] and row["run_to_run_runs"] == 2
+    assert row.run_to_run_p50_ms == [10.0, 12.0] and row.run_to_run_runs == 2
 
 
 def current_models() -> dict:
@@ -382,7 +387,7 @@ def test_history_is_seeded_from_existing_results(tmp_path: Path) -> None:
     (tmp_path / "results.previous.json").write_text("{damaged")
     history = reproducibility.load_history(tmp_path)
     assert [h["latency"][0]["p50_ms"] for h in history] == [10.0]
-    path = reproducibility.write_history(tmp_path, history, _results(11.0, (10.5, 11.5)))
+    path = reproducibility.write_history(tmp_path, history, _current(11.0, (10.5, 11.5)))
     again = reproducibility.load_history(tmp_path)
     assert path.name == "history.jsonl" and [h["latency"][0]["p50_ms"] for h in again] == [
         10.0,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bertrt.artifacts import write_with
+from bertrt.bench.results import AccuracyRow, BenchResults, LatencyRow
 
 
 def _figure() -> Any:
@@ -21,10 +22,10 @@ def _figure() -> Any:
     return plt
 
 
-def latency_plot(path: Path, latency: list[dict[str, Any]]) -> None:
+def latency_plot(path: Path, latency: list[LatencyRow]) -> None:
     """One panel per (batch, seq): p50 per backend, whiskers at the rounds' min/max p50."""
     plt = _figure()
-    shapes = sorted({(r["batch"], r["seq"]) for r in latency})
+    shapes = sorted({(r.batch, r.seq) for r in latency})
     cols = min(3, len(shapes))
     rows = -(-len(shapes) // cols)
     fig, axes = plt.subplots(
@@ -35,14 +36,14 @@ def latency_plot(path: Path, latency: list[dict[str, Any]]) -> None:
     )
     for ax, (batch, seq) in zip(axes.flat, shapes, strict=False):
         cells = sorted(
-            (r for r in latency if (r["batch"], r["seq"]) == (batch, seq)),
-            key=lambda r: -r["p50_ms"],
+            (r for r in latency if (r.batch, r.seq) == (batch, seq)),
+            key=lambda r: -r.p50_ms,
         )
-        names = [r["backend"] for r in cells]
-        p50 = [r["p50_ms"] for r in cells]
+        names = [r.backend for r in cells]
+        p50 = [r.p50_ms for r in cells]
         err = [
-            [r["p50_ms"] - r["p50_spread_ms"][0] for r in cells],
-            [r["p50_spread_ms"][1] - r["p50_ms"] for r in cells],
+            [r.p50_ms - r.p50_spread_ms[0] for r in cells],
+            [r.p50_spread_ms[1] - r.p50_ms for r in cells],
         ]
         ax.barh(names, p50, xerr=err, color="tab:blue", capsize=3)
         for y, value in enumerate(p50):
@@ -57,22 +58,16 @@ def latency_plot(path: Path, latency: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def _n_backends(latency: list[dict[str, Any]]) -> int:
-    return max(len({r["backend"] for r in latency}), 1)
+def _n_backends(latency: list[LatencyRow]) -> int:
+    return max(len({r.backend for r in latency}), 1)
 
 
 def accuracy_throughput_plot(
-    path: Path, latency: list[dict[str, Any]], accuracy: list[dict[str, Any]], batch: int, seq: int
+    path: Path, latency: list[LatencyRow], accuracy: list[AccuracyRow], batch: int, seq: int
 ) -> None:
     plt = _figure()
-    rate = {
-        r["backend"]: r["samples_per_s"] for r in latency if r["batch"] == batch and r["seq"] == seq
-    }
-    points = [
-        (rate[a["backend"]], 100 * a["accuracy"], a["backend"])
-        for a in accuracy
-        if a["backend"] in rate
-    ]
+    rate = {r.backend: r.samples_per_s for r in latency if r.batch == batch and r.seq == seq}
+    points = [(rate[a.backend], 100 * a.accuracy, a.backend) for a in accuracy if a.backend in rate]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for x, y, name in points:
         ax.scatter(x, y, s=40)
@@ -86,16 +81,16 @@ def accuracy_throughput_plot(
     plt.close(fig)
 
 
-def write_plots(bench_dir: Path, results: dict[str, Any]) -> list[Path]:
-    latency = results["latency"]
+def write_plots(bench_dir: Path, results: BenchResults) -> list[Path]:
+    latency = results.latency
     if not latency:
         return []
     out = [bench_dir / "latency.png"]
     latency_plot(out[0], latency)
-    batch = max(r["batch"] for r in latency)
-    seqs = sorted({r["seq"] for r in latency})
+    batch = max(r.batch for r in latency)
+    seqs = sorted({r.seq for r in latency})
     seq = 128 if 128 in seqs else seqs[0]
-    if results["accuracy"]:
+    if results.accuracy:
         out.append(bench_dir / "accuracy_vs_throughput.png")
-        accuracy_throughput_plot(out[1], latency, results["accuracy"], batch, seq)
+        accuracy_throughput_plot(out[1], latency, results.accuracy, batch, seq)
     return out

@@ -1,7 +1,7 @@
 """results.json, results.csv and results.md from the figures the stage measured.
 
 Nothing here measures or estimates: every number in the tables comes from
-the results dictionary, and a target that was missed shows its measured
+the results object, and a target that was missed shows its measured
 ratio just the same. ``results.md`` is the table a README embeds.
 """
 
@@ -16,6 +16,14 @@ from typing import Any
 from bertrt.artifacts import write_json, write_text
 from bertrt.bench import reproducibility
 from bertrt.bench.plots import write_plots
+from bertrt.bench.results import (
+    AccuracyRow,
+    Backend,
+    BenchResults,
+    E2eSummary,
+    LatencyRow,
+    Target,
+)
 
 ACC_FIELDS = ("accuracy", "f1", "agreement", "max_abs_diff")
 LATENCY_FIELDS = (
@@ -40,68 +48,63 @@ QUICK_LIMIT_S = 180.0
 
 
 # -- derived figures ------------------------------------------------------------
-def paired_ratio(slow: dict[str, Any], fast: dict[str, Any]) -> tuple[float, float, float]:
+def paired_ratio(slow: LatencyRow, fast: LatencyRow) -> tuple[float, float, float]:
     """``slow`` p50 / ``fast`` p50 taken round by round: (median, min, max) over rounds.
 
     Round r of every backend ran back to back (the stage interleaves them), so
     each round's ratio compares two backends on the same machine state; the
-    machine's drift over the run cancels out of it. Rows without per-round
-    figures fall back to the ratio of the medians.
+    machine's drift over the run cancels out of it. Rows whose rounds do not
+    pair up fall back to the ratio of the medians.
     """
-    a, b = slow.get("round_p50_ms"), fast.get("round_p50_ms")
+    a, b = slow.round_p50_ms, fast.round_p50_ms
     if a and b and len(a) == len(b):
         ratios = [x / y for x, y in zip(a, b, strict=True)]
     else:
-        ratios = [slow["p50_ms"] / fast["p50_ms"]]
+        ratios = [slow.p50_ms / fast.p50_ms]
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def add_speedups(latency: list[dict[str, Any]]) -> None:
+def _is_torch_fp32(row: Backend) -> bool:
+    return row.framework == "torch" and row.precision == "fp32"
+
+
+def add_speedups(latency: list[LatencyRow]) -> None:
     """``speedup_vs_torch_fp32``: torch fp32 over this backend on the same device and shape."""
-    ref = {
-        (r["device"], r["batch"], r["seq"]): r
-        for r in latency
-        if r["framework"] == "torch" and r["precision"] == "fp32"
-    }
+    ref = {(r.device, r.batch, r.seq): r for r in latency if _is_torch_fp32(r)}
     for row in latency:
-        base = ref.get((row["device"], row["batch"], row["seq"]))
-        row["speedup_vs_torch_fp32"] = paired_ratio(base, row)[0] if base else None
+        base = ref.get((row.device, row.batch, row.seq))
+        row.speedup_vs_torch_fp32 = paired_ratio(base, row)[0] if base else None
 
 
-def _reference_accuracy(accuracy: list[dict[str, Any]]) -> float | None:
-    for row in accuracy:
-        if row["framework"] == "torch" and row["precision"] == "fp32":
-            return float(row["accuracy"])
-    return None
+def _reference_accuracy(accuracy: list[AccuracyRow]) -> float | None:
+    return next((float(r.accuracy) for r in accuracy if _is_torch_fp32(r)), None)
 
 
-def within_budget(accuracy: list[dict[str, Any]], budget_points: float) -> set[str]:
+def within_budget(accuracy: list[AccuracyRow], budget_points: float) -> set[str]:
     ref = _reference_accuracy(accuracy)
     if ref is None:
-        return {r["backend"] for r in accuracy}
-    return {r["backend"] for r in accuracy if (ref - r["accuracy"]) * 100 <= budget_points + 1e-9}
+        return {r.backend for r in accuracy}
+    return {r.backend for r in accuracy if (ref - r.accuracy) * 100 <= budget_points + 1e-9}
 
 
-def target_shape(latency: list[dict[str, Any]]) -> tuple[int, int, int] | None:
+def target_shape(latency: list[LatencyRow]) -> tuple[int, int, int] | None:
     """(smallest batch, largest batch, seq): seq 128 when measured, else the smallest seq."""
     if not latency:
         return None
-    seqs = sorted({r["seq"] for r in latency})
-    batches = sorted({r["batch"] for r in latency})
+    seqs = sorted({r.seq for r in latency})
+    batches = sorted({r.batch for r in latency})
     return batches[0], batches[-1], 128 if 128 in seqs else seqs[0]
 
 
-def _cell(
-    latency: list[dict[str, Any]], backend: str, batch: int, seq: int
-) -> dict[str, Any] | None:
-    return next(
-        (r for r in latency if r["backend"] == backend and r["batch"] == batch and r["seq"] == seq),
-        None,
-    )
+def _fastest(
+    latency: list[LatencyRow], backends: set[str], batch: int, seq: int
+) -> LatencyRow | None:
+    rows = [r for r in latency if r.backend in backends and r.batch == batch and r.seq == seq]
+    return min(rows, key=lambda r: r.p50_ms) if rows else None
 
 
 def choose_best(
-    latency: list[dict[str, Any]], accuracy: list[dict[str, Any]], budget_points: float
+    latency: list[LatencyRow], accuracy: list[AccuracyRow], budget_points: float
 ) -> str | None:
     """The backend with the most samples/s at the largest batch, within the accuracy budget."""
     shape = target_shape(latency)
@@ -109,69 +112,36 @@ def choose_best(
         return None
     _, big, seq = shape
     ok = within_budget(accuracy, budget_points)
-    rows = [r for r in latency if r["batch"] == big and r["seq"] == seq and r["backend"] in ok]
-    return max(rows, key=lambda r: r["samples_per_s"])["backend"] if rows else None
-
-
-def _fastest(
-    latency: list[dict[str, Any]], backends: set[str], batch: int, seq: int
-) -> dict[str, Any] | None:
-    rows = [
-        r for r in latency if r["backend"] in backends and r["batch"] == batch and r["seq"] == seq
-    ]
-    return min(rows, key=lambda r: r["p50_ms"]) if rows else None
-
-
-def _target(
-    name: str,
-    measured: float | None,
-    goal: str,
-    met: bool | None,
-    detail: str,
-    spread: tuple[float, float] | None = None,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "target": name,
-        "measured": measured,
-        "goal": goal,
-        "met": met,
-        "detail": detail,
-    }
-    if spread is not None:
-        out["spread"] = list(spread)
-    return out
+    rows = [r for r in latency if r.batch == big and r.seq == seq and r.backend in ok]
+    return max(rows, key=lambda r: r.samples_per_s).backend if rows else None
 
 
 def _speed_target(
-    name: str, goal: float, slow: dict[str, Any], fast: dict[str, Any], digits: int
-) -> dict[str, Any]:
+    name: str, goal: float, slow: LatencyRow, fast: LatencyRow, digits: int
+) -> Target:
     ratio, low, high = paired_ratio(slow, fast)
-    return _target(
+    return Target(
         name,
         ratio,
         f">= {goal:g}x",
         ratio >= goal,
-        f"{fast['backend']} {fast['p50_ms']:.{digits}f} ms vs {slow['backend']} "
-        f"{slow['p50_ms']:.{digits}f} ms; per-round ratio {low:.2f}–{high:.2f}",
-        (low, high),
+        f"{fast.backend} {fast.p50_ms:.{digits}f} ms vs {slow.backend} "
+        f"{slow.p50_ms:.{digits}f} ms; per-round ratio {low:.2f}–{high:.2f}",
+        [low, high],
     )
 
 
-def summary_targets(results: dict[str, Any], budget_points: float) -> list[dict[str, Any]]:
+def summary_targets(results: BenchResults, budget_points: float) -> list[Target]:
     """The issue's CPU goals, each with the measured value (met or not)."""
-    latency, accuracy = results["latency"], results["accuracy"]
+    latency, accuracy = results.latency, results.accuracy
     shape = target_shape(latency)
     if shape is None:
         return []
     small, big, seq = shape
     ok = within_budget(accuracy, budget_points)
-    ort = {
-        r["backend"] for r in latency if r["framework"] == "onnxruntime" and r["device"] == "cpu"
-    }
-    torch_cpu = {
-        r["backend"] for r in latency if r["framework"] == "torch" and r["device"] == "cpu"
-    }
-    fp32 = _cell(latency, "torch/fp32/cpu", small, seq)
+    ort = {r.backend for r in latency if r.framework == "onnxruntime" and r.device == "cpu"}
+    torch_cpu = {r.backend for r in latency if r.framework == "torch" and r.device == "cpu"}
+    fp32 = _fastest(latency, {"torch/fp32/cpu"}, small, seq)
     out = []
     best_small = _fastest(latency, ort & ok, small, seq)
     if fp32 and best_small:
@@ -182,71 +152,82 @@ def summary_targets(results: dict[str, Any], budget_points: float) -> list[dict[
     if strongest and best_big:
         name = f"best ONNX Runtime vs strongest PyTorch CPU, batch {big}, seq {seq}"
         out.append(_speed_target(name, 1.5, strongest, best_big, 1))
+    best = {b.backend for b in (best_small, best_big) if b}
+    return out + _accuracy_targets(accuracy, best, budget_points) + _e2e_targets(results.e2e)
+
+
+def _accuracy_targets(accuracy: list[AccuracyRow], best: set[str], budget: float) -> list[Target]:
     ref = _reference_accuracy(accuracy)
-    for best in {b["backend"] for b in (best_small, best_big) if b}:
-        row = next((r for r in accuracy if r["backend"] == best), None)
+    out = []
+    for backend in best:
+        row = next((r for r in accuracy if r.backend == backend), None)
         if row and ref is not None:
-            drop = (ref - row["accuracy"]) * 100
+            drop = (ref - row.accuracy) * 100
             out.append(
-                _target(
-                    f"accuracy drop of {best} vs torch fp32 (points)",
+                Target(
+                    f"accuracy drop of {backend} vs torch fp32 (points)",
                     drop,
-                    f"<= {budget_points}",
-                    drop <= budget_points,
-                    f"{row['accuracy']:.4f} vs {ref:.4f} on {row['n']} test rows",
+                    f"<= {budget}",
+                    drop <= budget,
+                    f"{row.accuracy:.4f} vs {ref:.4f} on {row.n} test rows",
                 )
             )
-    e2e = results.get("e2e", {})
-    for run in e2e.get("runs", []):
-        if run["backend"] != e2e["backend"]:
-            continue
-        speedup = run["bucketing_speedup"]
-        out.append(
-            _target(
-                f"length-bucketed vs pad-to-max end-to-end throughput, max_length {run['max_length']}",
-                speedup,
-                ">= 2x",
-                speedup >= 2,
-                f"{run['backend']}: {run['bucketed']['samples_per_s']:.1f} vs "
-                f"{run['pad_to_max']['samples_per_s']:.1f} samples/s on {run['rows']} rows",
-            )
-        )
     return out
 
 
+def _e2e_targets(e2e: E2eSummary) -> list[Target]:
+    if e2e.primary is None:
+        return []
+    return [
+        Target(
+            f"length-bucketed vs pad-to-max end-to-end throughput, max_length {run.max_length}",
+            run.bucketing_speedup,
+            ">= 2x",
+            run.bucketing_speedup >= 2,
+            f"{run.backend}: {run.bucketed.samples_per_s:.1f} vs "
+            f"{run.pad_to_max.samples_per_s:.1f} samples/s on {run.rows} rows",
+        )
+        for run in e2e.runs
+        if run.backend == e2e.primary.backend
+    ]
+
+
 # -- files ----------------------------------------------------------------------
-def write_reports(bench_dir: Path, results: dict[str, Any]) -> list[Path]:
+def write_reports(bench_dir: Path, results: BenchResults) -> list[Path]:
     bench_dir.mkdir(parents=True, exist_ok=True)
     paths = [bench_dir / "results.json", bench_dir / "results.csv", bench_dir / "results.md"]
-    if results.get("quick"):
-        results["targets"].append(
-            _target(
+    if results.quick:
+        results.targets.append(
+            Target(
                 "bench --quick wall time (s)",
-                results["wall_s"],
+                results.wall_s,
                 f"<= {QUICK_LIMIT_S:.0f}",
-                results["wall_s"] <= QUICK_LIMIT_S,
+                results.wall_s <= QUICK_LIMIT_S,
                 "measured up to writing the reports",
             )
         )
-    write_json(paths[0], results)
+    write_json(paths[0], results.to_dict())
     write_text(paths[1], to_csv(results))
     plots = write_plots(bench_dir, results)
     write_text(paths[2], to_markdown(results, [p.name for p in plots]))
     return paths + plots
 
 
-def to_csv(results: dict[str, Any]) -> str:
+def to_csv(results: BenchResults) -> str:
     """One row per (backend, shape), with the backend's accuracy figures alongside."""
-    acc = {r["backend"]: r for r in results["accuracy"]}
+    acc = {r.backend: r for r in results.accuracy}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*LATENCY_FIELDS, *ACC_FIELDS])
-    for row in results["latency"]:
-        a = acc.get(row["backend"], {})
-        writer.writerow([row.get(f) for f in LATENCY_FIELDS] + [a.get(f) for f in ACC_FIELDS])
+    for row in results.latency:
+        a = acc.get(row.backend)
+        writer.writerow(
+            [getattr(row, f) for f in LATENCY_FIELDS] + [getattr(a, f, None) for f in ACC_FIELDS]
+        )
     return buf.getvalue()
 
 
+# -- results.md -----------------------------------------------------------------
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "–"
@@ -261,12 +242,29 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def to_markdown(results: dict[str, Any], plots: list[str]) -> str:
-    m = results["machine"]
+def to_markdown(results: BenchResults, plots: list[str]) -> str:
+    lines = [
+        *_header(results),
+        *_load_warning(results.machine),
+        *_targets(results.targets),
+        *reproducibility.markdown(results.reproducibility or {}),
+        *_latency(results.latency, results.runs_in_history),
+        *_accuracy(results.accuracy, results.reference),
+        *_e2e(results.e2e),
+        *_skipped(results.skipped),
+        *_plots(plots),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _header(results: BenchResults) -> list[str]:
+    m = results.machine
     threads = m["threads"]
     gpu = m["gpu"]["name"] if m.get("gpu") else "none"
     v = m["versions"]
-    lines = [
+    model = results.model
+    steal = m.get("cpu_steal_percent_latency_phase")
+    return [
         "# Benchmark results",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['cpu_flags']) or 'no AVX-512'}), "
@@ -275,53 +273,53 @@ def to_markdown(results: dict[str, Any], plots: list[str]) -> str:
         + ", ".join(f"{k} {v[k]}" for k in ("torch", "onnxruntime", "transformers") if k in v)
         + ".",
         "",
-        f"Model: {results['model']['model_type']}, {results['model']['layers']} layers, "
-        f"hidden {results['model']['hidden_size']}. Mode: {'quick' if results['quick'] else 'full'}; "
-        f"wall time {results['wall_s']:.0f} s. Latency inputs: {results['latency_inputs']}. "
-        f"Each figure is the median over {results['settings']['repeats']} rounds, interleaved "
+        f"Model: {model.model_type}, {model.layers} layers, "
+        f"hidden {model.hidden_size}. Mode: {'quick' if results.quick else 'full'}; "
+        f"wall time {results.wall_s:.0f} s. Latency inputs: {results.latency_inputs}. "
+        f"Each figure is the median over {results.settings.repeats} rounds, interleaved "
         "across backends and shapes (round r of every one before round r + 1 of any), so "
         "the spread (the rounds' min–max) covers the machine's drift over the run; "
         "speed-ups are taken round by round."
-        + (
-            f" CPU steal time during the latency rounds: {m['cpu_steal_percent_latency_phase']}%."
-            if m.get("cpu_steal_percent_latency_phase") is not None
-            else ""
-        ),
+        + (f" CPU steal time during the latency rounds: {steal}%." if steal is not None else ""),
         "",
     ]
+
+
+def _load_warning(m: dict[str, Any]) -> list[str]:
     load = [x for x in (m.get("load_average_at_start"), m.get("load_average_at_end")) if x]
     # The benchmark's own threads count in the load average: only load beyond
     # them (plus half a core of slack) means another process competed.
     own = max(
         (v for k, v in m.get("threads", {}).items() if isinstance(v, int)), default=m["cores"]
     )
-    if load and max(x[0] for x in load) > own + 0.5:
-        lines += [
-            f"**Warning:** the 1-minute load average was {' then '.join(str(x[0]) for x in load)} "
-            f"on {m['cores']} cores: other processes competed for the CPU and these figures "
-            "are slower and noisier than on an idle machine.",
-            "",
+    if not load or max(x[0] for x in load) <= own + 0.5:
+        return []
+    return [
+        f"**Warning:** the 1-minute load average was {' then '.join(str(x[0]) for x in load)} "
+        f"on {m['cores']} cores: other processes competed for the CPU and these figures "
+        "are slower and noisier than on an idle machine.",
+        "",
+    ]
+
+
+def _targets(targets: list[Target]) -> list[str]:
+    if not targets:
+        return []
+    rows = [
+        [
+            t.target,
+            _fmt(t.measured) + (" ({:.2f}–{:.2f})".format(*t.spread) if t.spread else ""),
+            t.goal,
+            {True: "yes", False: "**no**", None: "–"}[t.met],
+            t.detail,
         ]
-    if results["targets"]:
-        lines += ["## Targets", ""]
-        lines += _table(
-            ["target", "measured", "goal", "met", "detail"],
-            [
-                [
-                    t["target"],
-                    _fmt(t["measured"])
-                    + (" ({:.2f}–{:.2f})".format(*t["spread"]) if t.get("spread") else ""),
-                    t["goal"],
-                    {True: "yes", False: "**no**", None: "–"}[t["met"]],
-                    t["detail"],
-                ]
-                for t in results["targets"]
-            ],
-        )
-        lines.append("")
-    lines += reproducibility.markdown(results.get("reproducibility", {}))
-    lines += ["## Latency", ""]
-    runs = int(results.get("runs_in_history") or 1)
+        for t in targets
+    ]
+    return ["## Targets", "", *_table(["target", "measured", "goal", "met", "detail"], rows), ""]
+
+
+def _latency(latency: list[LatencyRow], runs: int) -> list[str]:
+    lines = ["## Latency", ""]
     if runs > 1:
         lines += [
             f"*run-to-run p50* is the range of each p50 over the {runs} comparable runs in "
@@ -333,84 +331,69 @@ def to_markdown(results: dict[str, Any], plots: list[str]) -> str:
     header = ["backend", "precision", "batch", "seq", "p50 ms", "p90 ms", "p99 ms"]
     header += ["p50 spread ms"] + (["run-to-run p50 ms (runs)"] if runs > 1 else [])
     header += ["samples/s", "vs torch fp32"]
-    rows = []
-    for r in sorted(results["latency"], key=lambda r: (r["seq"], r["batch"], r["p50_ms"])):
-        row = [
-            r["backend"],
-            r["precision"],
-            str(r["batch"]),
-            str(r["seq"]),
-            _fmt(r["p50_ms"]),
-            _fmt(r["p90_ms"]),
-            _fmt(r["p99_ms"]),
-            f"{r['p50_spread_ms'][0]:.2f}–{r['p50_spread_ms'][1]:.2f}",
+    ordered = sorted(latency, key=lambda r: (r.seq, r.batch, r.p50_ms))
+    return lines + _table(header, [_latency_row(r, runs) for r in ordered])
+
+
+def _latency_row(r: LatencyRow, runs: int) -> list[str]:
+    row = [r.backend, r.precision, str(r.batch), str(r.seq)]
+    row += [_fmt(r.p50_ms), _fmt(r.p90_ms), _fmt(r.p99_ms)]
+    row.append(f"{r.p50_spread_ms[0]:.2f}–{r.p50_spread_ms[1]:.2f}")
+    if runs > 1:
+        count = r.run_to_run_runs or 1
+        low, high = r.run_to_run_p50_ms or (r.p50_ms, r.p50_ms)
+        row.append(f"{low:.2f}–{high:.2f} ({count})" if count > 1 else "– (this run only)")
+    speedup = r.speedup_vs_torch_fp32
+    return [*row, _fmt(r.samples_per_s, 1), _fmt(speedup) + ("x" if speedup else "")]
+
+
+def _accuracy(accuracy: list[AccuracyRow], reference: str) -> list[str]:
+    header = ["backend", "precision", "rows", "accuracy", "F1 (closed)"]
+    header += [f"agreement with {reference}", "max abs logit diff"]
+    rows = [
+        [
+            r.backend,
+            r.precision,
+            str(r.n),
+            _fmt(r.accuracy, 4),
+            _fmt(r.f1, 4),
+            _fmt(r.agreement, 4),
+            _fmt(r.max_abs_diff, 5),
         ]
-        if runs > 1:
-            count = r.get("run_to_run_runs", 1)
-            low, high = r.get("run_to_run_p50_ms") or (r["p50_ms"], r["p50_ms"])
-            row.append(f"{low:.2f}–{high:.2f} ({count})" if count > 1 else "– (this run only)")
-        speedup = r["speedup_vs_torch_fp32"]
-        row += [_fmt(r["samples_per_s"], 1), _fmt(speedup) + ("x" if speedup else "")]
-        rows.append(row)
-    lines += _table(header, rows)
-    lines += ["", "## Accuracy on the test split", ""]
-    lines += _table(
+        for r in accuracy
+    ]
+    return ["", "## Accuracy on the test split", "", *_table(header, rows)]
+
+
+def _e2e(e2e: E2eSummary) -> list[str]:
+    lines = ["", "## End-to-end (tokenize + infer)", ""]
+    if not e2e.runs:
+        return [*lines, e2e.note or "not measured"]
+    header = ["backend", "rows", "batch", "max_length", "pad-to-max samples/s"]
+    header += ["bucketed samples/s", "bucketing speed-up", "real tokens (pad-to-max / bucketed)"]
+    rows = [
         [
-            "backend",
-            "precision",
-            "rows",
-            "accuracy",
-            "F1 (closed)",
-            f"agreement with {results['reference']}",
-            "max abs logit diff",
-        ],
-        [
-            [
-                r["backend"],
-                r["precision"],
-                str(r["n"]),
-                _fmt(r["accuracy"], 4),
-                _fmt(r["f1"], 4),
-                _fmt(r["agreement"], 4),
-                _fmt(r["max_abs_diff"], 5),
-            ]
-            for r in results["accuracy"]
-        ],
-    )
-    e2e = results["e2e"]
-    lines += ["", "## End-to-end (tokenize + infer)", ""]
-    if e2e.get("runs"):
-        lines += _table(
-            [
-                "backend",
-                "rows",
-                "batch",
-                "max_length",
-                "pad-to-max samples/s",
-                "bucketed samples/s",
-                "bucketing speed-up",
-                "real tokens (pad-to-max / bucketed)",
-            ],
-            [
-                [
-                    r["backend"],
-                    str(r["rows"]),
-                    str(r["batch_size"]),
-                    str(r["max_length"]),
-                    _fmt(r["pad_to_max"]["samples_per_s"], 1),
-                    _fmt(r["bucketed"]["samples_per_s"], 1),
-                    _fmt(r["bucketing_speedup"]) + "x",
-                    f"{r['pad_to_max']['real_token_fraction']:.0%} / {r['bucketed']['real_token_fraction']:.0%}",
-                ]
-                for r in e2e["runs"]
-            ],
-        )
-    else:
-        lines.append(e2e.get("note", "not measured"))
-    if results["skipped"]:
-        lines += ["", "## Skipped", ""]
-        lines += [f"- `{s['backend']}`: {s['reason']}" for s in results["skipped"]]
-    if plots:
-        lines += ["", "## Plots", ""]
-        lines += [f"![{p}]({p})" for p in plots]
-    return "\n".join(lines) + "\n"
+            r.backend,
+            str(r.rows),
+            str(r.batch_size),
+            str(r.max_length),
+            _fmt(r.pad_to_max.samples_per_s, 1),
+            _fmt(r.bucketed.samples_per_s, 1),
+            _fmt(r.bucketing_speedup) + "x",
+            f"{r.pad_to_max.real_token_fraction:.0%} / {r.bucketed.real_token_fraction:.0%}",
+        ]
+        for r in e2e.runs
+    ]
+    return lines + _table(header, rows)
+
+
+def _skipped(skipped: list[dict[str, str]]) -> list[str]:
+    if not skipped:
+        return []
+    return ["", "## Skipped", "", *(f"- `{s['backend']}`: {s['reason']}" for s in skipped)]
+
+
+def _plots(plots: list[str]) -> list[str]:
+    if not plots:
+        return []
+    return ["", "## Plots", "", *(f"![{p}]({p})" for p in plots)]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bertrt.artifacts import write_text
+from bertrt.bench.results import BenchResults, LatencyRow, Target
 
 # What must match for two runs' latencies to be comparable at all.
 _MACHINE_KEYS = ("cpu", "cores", "threads", "gpu")
@@ -42,7 +43,11 @@ def load(path: Path) -> dict[str, Any] | None:
 
 
 def incomparable(previous: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """Why two runs cannot be compared, or None when they can."""
+    """Why two runs cannot be compared, or None when they can.
+
+    Both are JSON: a results.json or a history entry of any version (the
+    current run as :func:`history_entry` of it), hence the lenient ``get``s.
+    """
     pm, cm = previous.get("machine", {}), current.get("machine", {})
     for key in _MACHINE_KEYS:
         if pm.get(key) != cm.get(key):
@@ -63,59 +68,37 @@ def _key(row: dict[str, Any]) -> tuple[str, int, int]:
     return row["backend"], int(row["batch"]), int(row["seq"])
 
 
-def compare(previous: dict[str, Any], current: dict[str, Any], source: str = "") -> dict[str, Any]:
+def _row_key(row: LatencyRow) -> tuple[str, int, int]:
+    return row.backend, row.batch, row.seq
+
+
+def compare(previous: dict[str, Any], current: BenchResults, source: str = "") -> dict[str, Any]:
     """Every latency cell and target of ``current`` set against ``previous``'s spread."""
-    reason = incomparable(previous, current)
+    reason = incomparable(previous, history_entry(current.to_dict()))
     if reason is not None:
         return {"previous": source, "comparable": False, "reason": reason}
-    before = {_key(r): r for r in previous.get("latency", [])}
     old_models = previous.get("backend_models", {})
-    new_models = current.get("backend_models", {})
+    new_models = current.backend_models
     changed = sorted(
         label
         for label in new_models
         if label in old_models and old_models[label] != new_models[label]
     )
-    cells = []
-    for row in current.get("latency", []):
-        old = before.get(_key(row))
-        if old is None or row["backend"] in changed:
-            continue
-        low, high = old["p50_spread_ms"]
-        cells.append(
-            {
-                "backend": row["backend"],
-                "batch": row["batch"],
-                "seq": row["seq"],
-                "previous_p50_ms": old["p50_ms"],
-                "previous_spread_ms": [low, high],
-                "p50_ms": row["p50_ms"],
-                "change_pct": 100.0 * (row["p50_ms"] / old["p50_ms"] - 1.0),
-                "within_previous_spread": low <= row["p50_ms"] <= high,
-                "spreads_overlap": row["p50_spread_ms"][0] <= high
-                and low <= row["p50_spread_ms"][1],
-            }
-        )
+    before = {_key(r): r for r in previous.get("latency", [])}
+    cells = [
+        _cell(before[_row_key(row)], row)
+        for row in current.latency
+        if _row_key(row) in before and row.backend not in changed
+    ]
     # A target's ratio involves the chosen backends; skip it when any model changed.
     old_targets = {} if changed else {t["target"]: t for t in previous.get("targets", [])}
-    targets = []
-    for t in current.get("targets", []):
-        old = old_targets.get(t["target"])
-        if old is None or old.get("measured") is None or t.get("measured") is None:
-            continue
-        spread = old.get("spread")
-        targets.append(
-            {
-                "target": t["target"],
-                "previous": old["measured"],
-                "previous_spread": spread,
-                "measured": t["measured"],
-                "within_previous_spread": (
-                    spread[0] <= t["measured"] <= spread[1] if spread else None
-                ),
-                "met_both": bool(old.get("met")) and bool(t.get("met")),
-            }
-        )
+    targets = [
+        _target(old_targets[t.target], t)
+        for t in current.targets
+        if t.target in old_targets
+        and old_targets[t.target].get("measured") is not None
+        and t.measured is not None
+    ]
     changes = [abs(c["change_pct"]) for c in cells]
     return {
         "previous": source,
@@ -128,6 +111,34 @@ def compare(previous: dict[str, Any], current: dict[str, Any], source: str = "")
         "models_changed": changed,
         "latency": cells,
         "targets": targets,
+    }
+
+
+def _cell(old: dict[str, Any], row: LatencyRow) -> dict[str, Any]:
+    low, high = old["p50_spread_ms"]
+    return {
+        "backend": row.backend,
+        "batch": row.batch,
+        "seq": row.seq,
+        "previous_p50_ms": old["p50_ms"],
+        "previous_spread_ms": [low, high],
+        "p50_ms": row.p50_ms,
+        "change_pct": 100.0 * (row.p50_ms / old["p50_ms"] - 1.0),
+        "within_previous_spread": low <= row.p50_ms <= high,
+        "spreads_overlap": row.p50_spread_ms[0] <= high and low <= row.p50_spread_ms[1],
+    }
+
+
+def _target(old: dict[str, Any], new: Target) -> dict[str, Any]:
+    assert new.measured is not None  # compare() passes measured targets only
+    spread = old.get("spread")
+    return {
+        "target": new.target,
+        "previous": old["measured"],
+        "previous_spread": spread,
+        "measured": new.measured,
+        "within_previous_spread": spread[0] <= new.measured <= spread[1] if spread else None,
+        "met_both": bool(old.get("met")) and bool(new.met),
     }
 
 
@@ -186,7 +197,7 @@ def markdown(section: dict[str, Any]) -> list[str]:
 
 # -- history across runs ----------------------------------------------------------
 def history_entry(results: dict[str, Any]) -> dict[str, Any]:
-    """What a later run needs of this one: when, where, which models, each cell's p50."""
+    """What a later run needs of a results.json: when, where, which models, each cell's p50."""
     machine = results.get("machine", {})
     versions = machine.get("versions", {})
     return {
@@ -230,30 +241,31 @@ def load_history(bench_dir: Path) -> list[dict[str, Any]]:
     return [history_entry(s) for s in seeds if s is not None]
 
 
-def write_history(bench_dir: Path, history: list[dict[str, Any]], results: dict[str, Any]) -> Path:
+def write_history(bench_dir: Path, history: list[dict[str, Any]], results: BenchResults) -> Path:
     """The history with this run appended (the last HISTORY_LIMIT runs), written atomically."""
-    entries = [*history, history_entry(results)][-HISTORY_LIMIT:]
+    entries = [*history, history_entry(results.to_dict())][-HISTORY_LIMIT:]
     path = bench_dir / HISTORY
     write_text(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
     return path
 
 
-def add_run_to_run(results: dict[str, Any], history: list[dict[str, Any]]) -> int:
+def add_run_to_run(results: BenchResults, history: list[dict[str, Any]]) -> int:
     """Annotate each latency row with its p50's range over all comparable runs; returns the runs.
 
     A run counts for a backend only when it ran on a comparable machine and
     setup (:func:`incomparable`) with the same model file for that backend.
     """
-    models = results.get("backend_models", {})
-    comparable = [h for h in history if incomparable(h, results) is None]
-    for row in results.get("latency", []):
-        values = [row["p50_ms"]]
+    models = results.backend_models
+    this = history_entry(results.to_dict())
+    comparable = [h for h in history if incomparable(h, this) is None]
+    for row in results.latency:
+        values = [row.p50_ms]
         for entry in comparable:
-            if entry.get("backend_models", {}).get(row["backend"]) != models.get(row["backend"]):
+            if entry.get("backend_models", {}).get(row.backend) != models.get(row.backend):
                 continue
-            old = next((c for c in entry["latency"] if _key(c) == _key(row)), None)
+            old = next((c for c in entry["latency"] if _key(c) == _row_key(row)), None)
             if old is not None:
                 values.append(old["p50_ms"])
-        row["run_to_run_p50_ms"] = [min(values), max(values)]
-        row["run_to_run_runs"] = len(values)
+        row.run_to_run_p50_ms = [min(values), max(values)]
+        row.run_to_run_runs = len(values)
     return 1 + len(comparable)

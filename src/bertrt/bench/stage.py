@@ -21,7 +21,6 @@ Order of work, so that each figure is comparable with the others:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,7 +34,6 @@ from tqdm.auto import tqdm
 from bertrt.artifacts import RunDir, StageTimer, write_json
 from bertrt.bench import accuracy as acc
 from bertrt.bench import reproducibility
-from bertrt.bench.discovery import Candidate, Discovery, cuda_available, discover, selected
 from bertrt.bench.e2e import measure_e2e
 from bertrt.bench.machine import (
     cpu_times,
@@ -45,45 +43,114 @@ from bertrt.bench.machine import (
     steal_percent,
 )
 from bertrt.bench.report import add_speedups, choose_best, summary_targets, write_reports
+from bertrt.bench.results import (
+    AccuracyRow,
+    Backend,
+    BenchResults,
+    E2eRun,
+    E2eSummary,
+    LatencyRow,
+    ModelInfo,
+)
 from bertrt.bench.timing import ShapeTimer, TimingPlan, interleave, synthetic_batch
 from bertrt.config import BenchConfig, Config
 from bertrt.errors import BertrtError, ConfigError
+from bertrt.hardware import cuda_available
 from bertrt.runners.base import Runner
+from bertrt.runners.registry import Candidate, Discovery, discover, selected
 from bertrt.runners.torch_runner import TorchRunner
 
 log = logging.getLogger(__name__)
 
-# What --quick changes: the CI / first-run grid (≤ 3 minutes for MiniLM on 2 cores).
-QUICK = {
-    "batch_sizes": [1, 32],
-    "seq_lengths": [128],
-    "warmup": 2,
-    "iterations": 5,
-    "min_round_s": 0.3,
-    "repeats": 3,
-    "accuracy_rows": 512,
-    "e2e_rows": 512,
-    "e2e_repeats": 3,
-    "e2e_max_lengths": [],
-}
+# A runner that is active, with a warmed-up timer per shape it accepts.
+Active = dict[str, tuple[Runner, dict[tuple[int, int], ShapeTimer]]]
 
 
-def effective(cfg: BenchConfig) -> BenchConfig:
-    """The bench settings in force: ``cfg``, with the quick grid laid over it when asked."""
-    if not cfg.quick:
-        return cfg
-    return dataclasses.replace(cfg, **QUICK)  # type: ignore[arg-type]
-
-
-def run(config: Config, run: RunDir) -> dict[str, Any]:
+def run(config: Config, run: RunDir) -> BenchResults:
     timer = StageTimer()
-    cfg = effective(config.bench)
     run.require("bench", [run.merged], producer="train")
-    previous_path, previous = _previous_results(cfg, run)
-    history = reproducibility.load_history(run.bench_dir)
+    previous = _previous_results(config.bench, run)  # a bad --against fails before measuring
+    results, ran, used = _gather(config, run)
+    results.wall_s = round(timer.elapsed, 1)
+    results.written_at = datetime.now(UTC).isoformat(timespec="seconds")
+    outputs = _write(run, results, *previous)
+    run.record(
+        "bench",
+        inputs=[run.split, run.merged, *sorted(used - {run.merged})],
+        outputs=outputs,
+        wall_s=timer.elapsed,
+        extra={"backends": ran, "skipped": len(results.skipped), "quick": results.quick},
+    )
+    log.info("bench: wrote %s in %.0f s", run.bench_dir, timer.elapsed)
+    return results
+
+
+def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[Path]]:
+    """Steps 1-5: the results, the runners that ran and the run artifacts they read."""
+    from bertrt.data import load_split
+
+    cfg = config.bench
     threads = pin_threads(cfg.threads)
     load_at_start = load_average()
-    phases: dict[str, float] = {}
+    found = _discover(config, run, threads)
+    model = _model_info(run)
+    grid = _grid(cfg, model.max_position_embeddings, found)
+    test = load_split(run, ("test",))["test"]
+    tokenizer, eval_set = _eval_set(config, run, test)
+    phase, times = StageTimer(), cpu_times()
+    latency, logits, runners = _measure_all(
+        found, grid, cfg, model.vocab_size, eval_set, config.seed, (run, threads)
+    )
+    phases = {"latency_and_accuracy_s": round(phase.elapsed, 1)}
+    steal = steal_percent(times, cpu_times())
+    accuracy = _score(logits, runners, eval_set)
+    add_speedups(latency)
+    phase = StageTimer()
+    e2e = _e2e(config, found, list(runners), latency, accuracy, tokenizer, test)
+    phases["e2e_s"] = round(phase.elapsed, 1)
+    machine = machine_info(threads)
+    machine["load_average_at_start"] = load_at_start
+    machine["cpu_steal_percent_latency_phase"] = steal
+    ran = [c for c in found.runners if c.label in runners]
+    results = BenchResults(
+        run=str(run.root),
+        settings=cfg,
+        model=model,
+        machine=machine,
+        reference=_reference_label(),
+        latency=latency,
+        accuracy=accuracy,
+        e2e=e2e,
+        skipped=found.skipped,
+        backend_models=_backend_models(run, ran),
+        phases=phases,
+    )
+    results.targets = summary_targets(results, config.accuracy_budget)
+    return results, list(runners), {p for c in ran for p in c.inputs if p.exists()}
+
+
+def _write(
+    run: RunDir, results: BenchResults, previous_path: Path, previous: dict[str, Any] | None
+) -> list[Path]:
+    """Steps 6-7: the run-to-run check, then the reports and the history; returns the files."""
+    # Read before results.previous.json is replaced: a directory without a
+    # history is seeded from that file and results.json.
+    history = reproducibility.load_history(run.bench_dir)
+    outputs = []
+    if previous is not None:
+        results.reproducibility = reproducibility.compare(previous, results, str(previous_path))
+        if not results.settings.against:  # about to be replaced: keep what it was compared with
+            kept = run.bench_dir / "results.previous.json"
+            write_json(kept, previous)
+            outputs.append(kept)
+    results.runs_in_history = reproducibility.add_run_to_run(results, history)
+    outputs += write_reports(run.bench_dir, results)
+    outputs.append(reproducibility.write_history(run.bench_dir, history, results))
+    return outputs
+
+
+def _discover(config: Config, run: RunDir, threads: int) -> Discovery:
+    cfg = config.bench
     max_shape = (
         max([*cfg.batch_sizes, cfg.accuracy_batch_size, cfg.e2e_batch_size]),
         max([*cfg.seq_lengths, *cfg.e2e_max_lengths, config.model.max_length]),
@@ -101,91 +168,18 @@ def run(config: Config, run: RunDir) -> dict[str, Any]:
             f"bench: no runner left (bench.backends={cfg.backends}); skipped: "
             + "; ".join(f"{s['backend']}: {s['reason']}" for s in found.skipped)
         )
-    model_info = _model_info(run)
-    grid = _grid(cfg, model_info["max_position_embeddings"], found)
-    from bertrt.data import load_split
-
-    test = load_split(run, ("test",))["test"]
-    tokenizer, eval_set = _eval_set(config, cfg, run, test)
-    reference = _reference_label()
-
-    phase, times = StageTimer(), cpu_times()
-    latency, logits, runners = _measure_all(
-        found, grid, cfg, model_info, eval_set, config.seed, (run, threads)
-    )
-    phases["latency_and_accuracy_s"] = round(phase.elapsed, 1)
-    steal = steal_percent(times, cpu_times())
-    ref_logits = logits.get(reference)
-    accuracy = [
-        {**runners[label], **acc.score(out, eval_set.labels, ref_logits)}
-        for label, out in logits.items()
-        if label in runners
-    ]
-    add_speedups(latency)
-    phase = StageTimer()
-    e2e = _e2e(cfg, config, found, runners, latency, accuracy, tokenizer, test)
-    phases["e2e_s"] = round(phase.elapsed, 1)
-    machine = machine_info(threads)
-    machine["load_average_at_start"] = load_at_start
-    machine["cpu_steal_percent_latency_phase"] = steal
-    recorded = run.recorded_outputs()
-
-    results: dict[str, Any] = {
-        "run": str(run.root),
-        "quick": cfg.quick,
-        "settings": dataclasses.asdict(cfg),
-        "model": model_info,
-        "machine": machine,
-        "reference": reference,
-        "latency_inputs": "synthetic token ids of exactly (batch, seq), full attention mask, "
-        "identical for every backend; accuracy and e2e use real test rows",
-        "latency": latency,
-        "accuracy": accuracy,
-        "e2e": e2e,
-        "skipped": found.skipped,
-        # What each backend ran, so a later run can tell a changed model from drift
-        # (the hashes discovery's require() checked the files against).
-        "backend_models": {
-            c.label: {run.rel(p): recorded.get(run.rel(p)) for p in c.inputs if p.exists()}
-            for c in found.runners
-            if c.label in runners
-        },
-    }
-    results["targets"] = summary_targets(results, config.accuracy_budget)
-    results["phases"] = phases
-    results["wall_s"] = round(timer.elapsed, 1)
-    results["written_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    outputs = []
-    if previous is not None:
-        results["reproducibility"] = reproducibility.compare(previous, results, str(previous_path))
-        if not cfg.against:  # about to be replaced: keep what the comparison was made with
-            kept = run.bench_dir / "results.previous.json"
-            write_json(kept, previous)
-            outputs.append(kept)
-    results["runs_in_history"] = reproducibility.add_run_to_run(results, history)
-    outputs += write_reports(run.bench_dir, results)
-    outputs.append(reproducibility.write_history(run.bench_dir, history, results))
-    used = {p for c in found.runners if c.label in runners for p in c.inputs if p.exists()}
-    run.record(
-        "bench",
-        inputs=[run.split, run.merged, *sorted(used - {run.merged})],
-        outputs=outputs,
-        wall_s=timer.elapsed,
-        extra={"backends": list(runners), "skipped": len(found.skipped), "quick": cfg.quick},
-    )
-    log.info("bench: wrote %s in %.0f s", run.bench_dir, timer.elapsed)
-    return results
+    return found
 
 
 def _measure_all(
     found: Discovery,
     grid: list[tuple[int, int]],
     cfg: BenchConfig,
-    model_info: dict[str, Any],
+    vocab_size: int,
     eval_set: acc.EvalSet,
     seed: int,
     where: tuple[RunDir, int],
-) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, dict[str, str]]]:
+) -> tuple[list[LatencyRow], dict[str, np.ndarray], dict[str, Backend]]:
     """Latency rows, test logits and descriptions of every runner that ran (reference first).
 
     All runners are active at once so that their timing rounds can be
@@ -200,34 +194,37 @@ def _measure_all(
         logits[reference] = _reference_logits(*where, eval_set)
     plan = TimingPlan(cfg.warmup, cfg.iterations, cfg.repeats, cfg.min_round_s, cfg.max_iterations)
     with contextlib.ExitStack() as stack:
-        active: dict[str, tuple[Runner, dict[tuple[int, int], ShapeTimer]]] = {}
+        active: Active = {}
         for cand in _reference_first(found.runners, reference):
             with _failures(found, cand.label):
                 runner = stack.enter_context(cand.build())
-                timers = _shape_timers(runner, cand.label, grid, plan, model_info, seed, found)
+                timers = _shape_timers(runner, cand.label, grid, plan, vocab_size, seed, found)
                 active[cand.label] = (runner, timers)
-        total = sum(len(t) for _, t in active.values()) * max(plan.repeats, 1)
-        with tqdm(total=total, desc="latency (interleaved rounds)", unit="round") as bar:
-            for _ in range(max(plan.repeats, 1)):
-                for label in list(active):
-                    with _failures(found, label, active):
-                        interleave(list(active[label][1].values()), 1, lambda: bar.update(1))
-        latency: list[dict[str, Any]] = []
-        runners: dict[str, dict[str, str]] = {}
+        _time_rounds(active, found, plan)
         for label in list(active):
             with _failures(found, label, active):
                 logits[label] = acc.predict(active[label][0], eval_set)
-        for label, (runner, timers) in active.items():
-            runners[label] = info = _describe(runner)
-            latency += [
-                {**info, "batch": b, "seq": s, **t.result().to_dict()}
-                for (b, s), t in timers.items()
-            ]
+        runners = {label: _describe(runner) for label, (runner, _) in active.items()}
+        latency = [
+            LatencyRow.measured(runners[label], batch, seq, timer.result())
+            for label, (_, timers) in active.items()
+            for (batch, seq), timer in timers.items()
+        ]
     return latency, logits, runners
 
 
+def _time_rounds(active: Active, found: Discovery, plan: TimingPlan) -> None:
+    """Round r of every (runner, shape) before round r + 1 of any."""
+    total = sum(len(t) for _, t in active.values()) * max(plan.repeats, 1)
+    with tqdm(total=total, desc="latency (interleaved rounds)", unit="round") as bar:
+        for _ in range(max(plan.repeats, 1)):
+            for label in list(active):
+                with _failures(found, label, active):
+                    interleave(list(active[label][1].values()), 1, lambda: bar.update(1))
+
+
 @contextlib.contextmanager
-def _failures(found: Discovery, label: str, active: dict[str, Any] | None = None) -> Iterator[None]:
+def _failures(found: Discovery, label: str, active: Active | None = None) -> Iterator[None]:
     """Turn a runner's failure into a skipped entry (and drop it), except the reference's."""
     try:
         yield
@@ -238,6 +235,19 @@ def _failures(found: Discovery, label: str, active: dict[str, Any] | None = None
         found.skip(label, f"failed while running: {type(err).__name__}: {err}")
         if active is not None:
             active.pop(label, None)
+
+
+def _score(
+    logits: dict[str, np.ndarray], runners: dict[str, Backend], eval_set: acc.EvalSet
+) -> list[AccuracyRow]:
+    """Each runner against the labels and the reference's logits."""
+    reference, labels = logits.get(_reference_label()), eval_set.labels
+    assert labels is not None, "the eval set is built with the test split's labels"
+    return [
+        AccuracyRow.from_score(runners[label], acc.score(out, labels, reference))
+        for label, out in logits.items()
+        if label in runners
+    ]
 
 
 def _previous_results(cfg: BenchConfig, run: RunDir) -> tuple[Path, dict[str, Any] | None]:
@@ -254,17 +264,28 @@ def _previous_results(cfg: BenchConfig, run: RunDir) -> tuple[Path, dict[str, An
     return path, previous
 
 
-def _model_info(run: RunDir) -> dict[str, Any]:
+def _model_info(run: RunDir) -> ModelInfo:
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(str(run.merged))
+    return ModelInfo(
+        dir=str(run.merged),
+        model_type=cfg.model_type,
+        layers=getattr(cfg, "num_hidden_layers", None),
+        hidden_size=getattr(cfg, "hidden_size", None),
+        vocab_size=int(cfg.vocab_size),
+        max_position_embeddings=int(getattr(cfg, "max_position_embeddings", 512)),
+    )
+
+
+def _backend_models(run: RunDir, ran: list[Candidate]) -> dict[str, dict[str, str | None]]:
+    """What each backend ran, so a later run can tell a changed model from drift.
+
+    The hashes are the manifest's, which discovery's require() checked the files against.
+    """
+    recorded = run.recorded_outputs()
     return {
-        "dir": str(run.merged),
-        "model_type": cfg.model_type,
-        "layers": getattr(cfg, "num_hidden_layers", None),
-        "hidden_size": getattr(cfg, "hidden_size", None),
-        "vocab_size": int(cfg.vocab_size),
-        "max_position_embeddings": int(getattr(cfg, "max_position_embeddings", 512)),
+        c.label: {run.rel(p): recorded.get(run.rel(p)) for p in c.inputs if p.exists()} for c in ran
     }
 
 
@@ -279,11 +300,10 @@ def _grid(cfg: BenchConfig, max_positions: int, found: Discovery) -> list[tuple[
     return [(b, s) for b in cfg.batch_sizes for s in seqs]
 
 
-def _eval_set(
-    config: Config, cfg: BenchConfig, run: RunDir, test: pd.DataFrame
-) -> tuple[Any, acc.EvalSet]:
+def _eval_set(config: Config, run: RunDir, test: pd.DataFrame) -> tuple[Any, acc.EvalSet]:
     from bertrt.modeling import load_tokenizer
 
+    cfg = config.bench
     if cfg.accuracy_rows is not None:
         test = test.head(cfg.accuracy_rows)
     tokenizer = load_tokenizer(run.merged)
@@ -311,14 +331,14 @@ def _reference_logits(run: RunDir, threads: int, eval_set: acc.EvalSet) -> np.nd
         return acc.predict(runner, eval_set)
 
 
-def _describe(runner: Runner) -> dict[str, str]:
-    return {
-        "backend": runner.label,
-        "framework": runner.name,
-        "variant": runner.variant or runner.precision,
-        "precision": runner.precision,
-        "device": runner.device,
-    }
+def _describe(runner: Runner) -> Backend:
+    return Backend(
+        backend=runner.label,
+        framework=runner.name,
+        variant=runner.variant or runner.precision,
+        precision=runner.precision,
+        device=runner.device,
+    )
 
 
 def _shape_timers(
@@ -326,7 +346,7 @@ def _shape_timers(
     label: str,
     grid: list[tuple[int, int]],
     plan: TimingPlan,
-    model_info: dict[str, Any],
+    vocab_size: int,
     seed: int,
     found: Discovery,
 ) -> dict[tuple[int, int], ShapeTimer]:
@@ -337,7 +357,7 @@ def _shape_timers(
         if reason:
             found.skip(f"{label}/b{batch}s{seq}", str(reason))
             continue
-        inputs = synthetic_batch(batch, seq, model_info["vocab_size"], seed)
+        inputs = synthetic_batch(batch, seq, vocab_size, seed)
         try:
             timers[(batch, seq)] = ShapeTimer(runner, inputs, plan)
         except BertrtError as err:  # e.g. a shape outside a TensorRT profile
@@ -346,15 +366,15 @@ def _shape_timers(
 
 
 def _e2e(
-    cfg: BenchConfig,
     config: Config,
     found: Discovery,
-    runners: dict[str, dict[str, str]],
-    latency: list[dict[str, Any]],
-    accuracy: list[dict[str, Any]],
+    runners: list[str],
+    latency: list[LatencyRow],
+    accuracy: list[AccuracyRow],
     tokenizer: Any,
     test: pd.DataFrame,
-) -> dict[str, Any]:
+) -> E2eSummary:
+    cfg = config.bench
     best = choose_best(latency, accuracy, config.accuracy_budget)
     labels = [
         label
@@ -363,26 +383,21 @@ def _e2e(
         or selected(label, [p for p in cfg.e2e_backends if p != "best"])
     ]
     if not labels:
-        return {"runs": [], "note": "no backend selected by bench.e2e_backends"}
+        return E2eSummary(note="no backend selected by bench.e2e_backends")
     if cfg.e2e_rows is not None:
         test = test.head(cfg.e2e_rows)
     texts = test["text"].tolist()
     cands = {c.label: c for c in found.runners}
     lengths = cfg.e2e_max_lengths or [config.model.max_length]
-    runs: list[dict[str, Any]] = []
+    runs: list[E2eRun] = []
     for label in labels:
         with cands[label].build() as runner:
             runs.extend(
-                measure_e2e(runner, tokenizer, texts, cfg.e2e_batch_size, length, cfg.e2e_repeats)
+                E2eRun.from_measure(
+                    measure_e2e(
+                        runner, tokenizer, texts, cfg.e2e_batch_size, length, cfg.e2e_repeats
+                    )
+                )
                 for length in lengths
             )
-    primary = next((r for r in runs if r["backend"] == best), runs[0])
-    return {
-        "backend": primary["backend"],
-        "rows": primary["rows"],
-        "max_length": primary["max_length"],
-        "pad_to_max": primary["pad_to_max"],
-        "bucketed": primary["bucketed"],
-        "bucketing_speedup": primary["bucketing_speedup"],
-        "runs": runs,
-    }
+    return E2eSummary(runs, primary=next((r for r in runs if r.backend == best), runs[0]))
