@@ -12,7 +12,7 @@ BERTRT := $(PYTHON) -m bertrt
 ARGS    = --run-dir $(RUN) --config $(CONFIG) $(foreach s,$(SET),--set $(s))
 
 .PHONY: install dev all data train export calibrate build-engine bench evaluate \
-        presets test lint typecheck gpu-check docker-build docker-run clean-run check-data
+        presets test lint typecheck imports gpu-check docker-build docker-run clean-run check-data
 
 # CPU torch first: 2.13.0 is on this machine's disk; an unpinned torch would
 # pull a multi-GB CUDA build.
@@ -70,7 +70,11 @@ typecheck:
 	$(PYTHON) scripts/trt_stubs.py build/trt-stubs
 	MYPYPATH=build/trt-stubs mypy src/bertrt/engines src/bertrt/trt src/bertrt/runners/trt_runner.py
 
-test: lint typecheck
+# The package's layers (docs/architecture.md), contracts in pyproject.toml [tool.importlinter].
+imports:
+	lint-imports
+
+test: lint typecheck imports
 	hadolint Dockerfile.trt
 	$(PYTHON) -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" && rc=1; exit $$rc
 

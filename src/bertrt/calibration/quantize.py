@@ -1,9 +1,9 @@
 """INT8 post-training quantization with ONNX Runtime: calibrate ranges, then write Q/DQ.
 
-Library choice (FINDINGS.md): ONNX Runtime's quantization tool, already a
-dependency. nvidia-modelopt[onnx] replaces onnxruntime with onnxruntime-gpu
-and downgrades onnx; optimum-onnx downgrades transformers. Neither can live
-in this environment.
+Library choice (docs/findings.md, "Libraries kept out of the environment"):
+ONNX Runtime's quantization tool, already a dependency. nvidia-modelopt[onnx]
+replaces onnxruntime with onnxruntime-gpu and downgrades onnx; optimum-onnx
+downgrades transformers. Neither can live in this environment.
 
 The two steps are split so one calibration pass serves many candidates:
 ``calibrate_ranges`` runs the calibrator once per method (one histogram pass
@@ -77,7 +77,8 @@ def prepare_model(src: Path, dst: Path) -> None:
     """ORT's quantization pre-processing (shape inference, constant folding).
 
     Symbolic shape inference fails on this graph ("Incomplete symbolic shape
-    inference", FINDINGS.md) and is skipped; ONNX shape inference suffices.
+    inference"; docs/findings.md, "INT8 with ONNX Runtime's quantizer") and is
+    skipped; ONNX shape inference suffices.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

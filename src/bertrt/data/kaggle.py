@@ -67,11 +67,8 @@ def parse_dates(values: pd.Series) -> pd.Series:
     return parsed
 
 
-def load_kaggle_csv(
-    path: str | Path, bad_rows: str = "fail", max_bad_fraction: float = 0.01
-) -> KaggleFrame:
-    """Read and validate a Kaggle-format CSV; raise :class:`DataError` naming file and row."""
-    path = Path(path)
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Every cell as text, with the Kaggle columns checked; file-level problems as DataError."""
     if not path.is_file():
         raise DataError(
             f"{path}: no such file. Get train-sample.csv (or train.csv) from the Kaggle "
@@ -100,6 +97,15 @@ def load_kaggle_csv(
     if frame.empty:
         raise DataError(f"{path}: has a header but no data rows")
 
+    return frame
+
+
+def load_kaggle_csv(
+    path: str | Path, bad_rows: str = "fail", max_bad_fraction: float = 0.01
+) -> KaggleFrame:
+    """Read and validate a Kaggle-format CSV; raise :class:`DataError` naming file and row."""
+    path = Path(path)
+    frame = _read_csv(path)
     frame = frame[list(COLUMNS)].reset_index(drop=True)
     frame.insert(0, "row", range(1, len(frame) + 1))
     bad = _find_bad_rows(frame)

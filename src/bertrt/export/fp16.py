@@ -4,9 +4,10 @@ Converter choice: ONNX Runtime's ``onnxruntime.transformers.float16``
 (the maintained copy of onnxconverter-common's ``convert_float_to_float16``,
 shipped inside the onnxruntime we already depend on). ModelOpt's AutoCast
 does the same job but ``nvidia-modelopt[onnx]`` replaces onnxruntime with
-onnxruntime-gpu and downgrades onnx (FINDINGS.md), so it cannot live in the
-CPU install. TensorRT 11 builds strongly typed networks only: the precision
-of every tensor comes from the ONNX graph, so the casts must be in the file.
+onnxruntime-gpu and downgrades onnx (docs/findings.md, "Libraries kept out of
+the environment"), so it cannot live in the CPU install. TensorRT 11 builds
+strongly typed networks only: the precision of every tensor comes from the
+ONNX graph, so the casts must be in the file.
 
 Kept in fp32 (``op_block_list``): LayerNormalization (its mean/variance
 reductions overflow fp16 over 384+ channels) and Softmax (exp/sum reduction).

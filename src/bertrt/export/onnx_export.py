@@ -1,6 +1,6 @@
 """Merged Hugging Face model -> fp32 ONNX with dynamic batch and sequence axes.
 
-Exporter choice (measured, FINDINGS.md "ONNX export"): the TorchScript-based
+Exporter choice (measured, docs/findings.md "ONNX export"): the TorchScript-based
 exporter (``dynamo=False``, opset 17) of a model loaded with
 ``attn_implementation="eager"``. Both exporters match PyTorch to ~3e-7, but
 only this graph is the plain MatMul/Softmax attention that ONNX Runtime's

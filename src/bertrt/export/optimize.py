@@ -2,9 +2,9 @@
 
 ONNX Runtime's own transformer optimizer does the fusion. It needs the head
 count and hidden size given explicitly: with 0/0 it cannot detect them in the
-TorchScript export and fuses no Attention (FINDINGS.md). The fused graph uses
-com.microsoft contrib ops, so it is an ONNX Runtime artifact only; TensorRT
-gets the plain fp32/fp16/int8 graphs.
+TorchScript export and fuses no Attention (docs/findings.md, "ONNX export").
+The fused graph uses com.microsoft contrib ops, so it is an ONNX Runtime
+artifact only; TensorRT gets the plain fp32/fp16/int8 graphs.
 """
 
 from __future__ import annotations

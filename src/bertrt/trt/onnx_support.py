@@ -73,13 +73,29 @@ class TrtReport:
 
 def check_trt_ready(model: Any, name: str) -> TrtReport:
     """Check an ``onnx.ModelProto``; raise TrtReadinessError listing every offending node."""
-    from onnx import numpy_helper
-
     problems: list[str] = []
     opset = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 0)
     lo, hi = TRT_OPSET_RANGE
     if not lo <= opset <= hi:
         problems.append(f"opset {opset} is outside TensorRT's range {lo}..{hi}")
+    counts = _op_problems(model, problems)
+    qdq = _qdq_problems(model, problems)
+    if problems:
+        shown = "; ".join(problems[:10])
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise TrtReadinessError(f"{name}: not TensorRT-ready: {shown}{more}")
+    return TrtReport(
+        model=name,
+        source=TRT_SOURCE,
+        opset=opset,
+        nodes=len(model.graph.node),
+        op_counts=dict(sorted(counts.items())),
+        qdq=qdq,
+    )
+
+
+def _op_problems(model: Any, problems: list[str]) -> dict[str, int]:
+    """Every node's op must be a standard ONNX op TensorRT's parser supports; returns op counts."""
     counts: dict[str, int] = {}
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
@@ -87,6 +103,13 @@ def check_trt_ready(model: Any, name: str) -> TrtReport:
             problems.append(f"node {node.name!r}: op {node.domain}.{node.op_type} is not ONNX")
         elif node.op_type not in TRT_SUPPORTED_OPS:
             problems.append(f"node {node.name!r}: op {node.op_type} is not supported by TensorRT")
+    return counts
+
+
+def _qdq_problems(model: Any, problems: list[str]) -> dict[str, int]:
+    """Q/DQ nodes as TensorRT wants them: constant positive scales, int8 zero points of 0
+    (symmetric), weights quantized per output channel. Returns the Q/DQ counts."""
+    from onnx import numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
     consts = {
@@ -109,36 +132,29 @@ def check_trt_ready(model: Any, name: str) -> TrtReport:
             continue
         qdq["quantize" if node.op_type == "QuantizeLinear" else "dequantize"] += 1
         scale = value(node.input[1]) if len(node.input) > 1 else None
-        if scale is None:
-            problems.append(f"node {node.name!r}: scale {node.input[1]!r} is not a constant")
-        elif not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            problems.append(f"node {node.name!r}: scale {node.input[1]!r} is not all positive")
         zero = value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if zero is not None:
-            if zero.dtype != np.int8:
-                problems.append(
-                    f"node {node.name!r}: zero point is {zero.dtype}, TensorRT needs int8"
-                )
-            if np.any(zero != 0):
-                problems.append(f"node {node.name!r}: zero point is not 0 (TensorRT: symmetric)")
+        problems += _scale_and_zero_problems(node, scale, zero)
         if node.op_type == "DequantizeLinear" and scale is not None:
             problem = _weight_axis_problem(node, scale, value, consumers)
             if problem:
                 problems.append(problem)
             elif scale.size > 1:
                 qdq["per_channel_weights"] += 1
-    if problems:
-        shown = "; ".join(problems[:10])
-        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        raise TrtReadinessError(f"{name}: not TensorRT-ready: {shown}{more}")
-    return TrtReport(
-        model=name,
-        source=TRT_SOURCE,
-        opset=opset,
-        nodes=len(model.graph.node),
-        op_counts=dict(sorted(counts.items())),
-        qdq=qdq,
-    )
+    return qdq
+
+
+def _scale_and_zero_problems(node: Any, scale: Any, zero: Any) -> list[str]:
+    out = []
+    if scale is None:
+        out.append(f"node {node.name!r}: scale {node.input[1]!r} is not a constant")
+    elif not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+        out.append(f"node {node.name!r}: scale {node.input[1]!r} is not all positive")
+    if zero is not None:
+        if zero.dtype != np.int8:
+            out.append(f"node {node.name!r}: zero point is {zero.dtype}, TensorRT needs int8")
+        if np.any(zero != 0):
+            out.append(f"node {node.name!r}: zero point is not 0 (TensorRT: symmetric)")
+    return out
 
 
 def _weight_axis_problem(node: Any, scale: np.ndarray, value: Any, consumers: Any) -> str | None:
