@@ -153,8 +153,6 @@ class BenchConfig:
     min_round_s: float = 0.6
     max_iterations: int = 500
     repeats: int = 5
-    # Threads for PyTorch and ONNX Runtime intra-op pools; None = usable cores.
-    threads: int | None = None
     # "all", labels (torch/fp32/cpu), prefixes (onnxruntime, onnxruntime/int8) or globs.
     backends: list[str] = field(default_factory=lambda: ["all"])
     # Test rows scored per backend (None = the whole test split).
@@ -202,6 +200,10 @@ class Config:
     # fp32 and still count: calibration chooses its INT8 and CPU models within
     # it (on validation rows), the bench its best backend (on test rows).
     accuracy_budget: float = 0.5
+    # Intra-op threads of every CPU runner whose speed is measured or served
+    # (bench, calibration's CPU-model timing, evaluate/predict); None = the
+    # cores this process may use. Scoring-only sessions use all usable cores.
+    threads: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

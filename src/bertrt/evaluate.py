@@ -37,7 +37,9 @@ def _tokenizer(run: RunDir) -> Any:
 
 def _runner(config: Config, run: RunDir, model: str) -> Runner:
     """Checked before any row is read: an unknown, absent or stale model fails fast."""
-    return runner_for_model(run, model, cuda_graphs=config.engines.cuda_graphs)
+    return runner_for_model(
+        run, model, threads=config.threads, cuda_graphs=config.engines.cuda_graphs
+    )
 
 
 def _score(

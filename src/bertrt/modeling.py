@@ -32,14 +32,14 @@ def resolve_base_model(base: str) -> str:
     return base
 
 
-def load_tokenizer(name_or_path: str | Path):  # type: ignore[no-untyped-def]
+def load_tokenizer(name_or_path: str | Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(name_or_path))
 
 
 def encode(
-    tokenizer,  # type: ignore[no-untyped-def]
+    tokenizer: Any,
     texts: Sequence[str],
     max_length: int,
     padding: str | bool = "longest",

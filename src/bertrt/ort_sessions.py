@@ -11,22 +11,22 @@ timing) opens it through this module, so figures and deployment agree.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from bertrt.errors import VerificationError
+from bertrt.hardware import usable_cores
 
 CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
 def session_options(threads: int | None = None) -> Any:
-    """All graph optimizations, ``threads`` intra-op threads (default: all cores), inter-op 1."""
+    """All graph optimizations, ``threads`` intra-op threads (default: usable cores), inter-op 1."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     return options
 

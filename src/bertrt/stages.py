@@ -63,6 +63,7 @@ class Staging:
     started: float = field(default_factory=time.perf_counter, init=False)
     _discarded: bool = field(default=False, init=False)
     _staged: dict[Path, Path] = field(default_factory=dict, init=False)  # final -> staged
+    _file_dirs: list[Path] = field(default_factory=list, init=False)  # see files_in()
     _result: StageResult | None = field(default=None, init=False)
     _root: Path | None = field(default=None, init=False)
     _lock: int | None = field(default=None, init=False)  # fd holding the flock on _root
@@ -82,6 +83,19 @@ class Staging:
             self._staged[final] = staged
             self.outputs.append(final)
         return self._staged[final]
+
+    def files_in(self, final_dir: Path) -> Path:
+        """A staged directory whose files are published one by one into ``final_dir``.
+
+        Unlike ``path(final_dir)``, which swaps the whole directory, the files
+        ``final_dir`` already has and the stage does not rewrite are kept (the
+        bench's history and previous results live beside the new reports).
+        """
+        staged = self.root / self.rundir.rel(final_dir)
+        staged.mkdir(parents=True, exist_ok=True)
+        if final_dir not in self._file_dirs:
+            self._file_dirs.append(final_dir)
+        return staged
 
     @property
     def scratch(self) -> Path:
@@ -117,6 +131,10 @@ class Staging:
         if self._discarded:
             self._result = StageResult(self.name, [], self.elapsed, {})
             return
+        for final_dir in self._file_dirs:
+            staged_dir = self.root / self.rundir.rel(final_dir)
+            for staged in sorted(p for p in staged_dir.rglob("*") if p.is_file()):
+                self.path(final_dir / staged.relative_to(staged_dir))
         missing = [self.rundir.rel(f) for f, s in self._staged.items() if not s.exists()]
         if missing:
             raise RuntimeError(f"stage {self.name} did not write {', '.join(missing)}")

@@ -141,3 +141,29 @@ def test_a_tensorrt_candidate_carries_its_runners_label(
     skipped = {s["backend"]: s["reason"] for s in found.skipped}
     fp16 = "tensorrt/fp16-graphs/cuda" if cuda_graphs else "tensorrt/fp16/cuda"
     assert "fp16.plan missing" in skipped[fp16]
+
+
+def test_a_tensorrt_runner_with_cuda_graphs_can_be_picked_as_best(
+    tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bench keys logits by candidate label and builds rows from the runner: both must
+    agree, or the fastest engine never matches a row within budget."""
+    from bertrt.bench.report import choose_best
+    from bertrt.bench.results import AccuracyRow, LatencyRow
+    from bertrt.bench.stage import _describe
+    from bertrt.bench.timing import summarize
+
+    run = make_trained_run(tmp_path, tiny_base, rows=40)
+    _fake_engines(run, ("int8",))
+    monkeypatch.setattr(registry, "tensorrt_unavailable", lambda: None)
+    found = discover(run, threads=1, patterns=["torch/fp32/cpu", "tensorrt"], cuda_graphs=True)
+    by_label = {cand.label: cand.build() for cand in found.runners}
+    assert set(by_label) == {"torch/fp32/cpu", "tensorrt/int8-graphs/cuda"}
+    latency, accuracy = [], []
+    for label, ms in (("torch/fp32/cpu", 100.0), ("tensorrt/int8-graphs/cuda", 2.0)):
+        who = _describe(by_label[label])  # what the bench's rows carry
+        latency.append(LatencyRow.measured(who, 32, 128, summarize([[ms, ms]], 32, "t")))
+        score = {"n": 10, "accuracy": 0.8, "f1": 0.8, "closed_precision": 0.8}
+        score |= {"closed_recall": 0.8, "agreement": 1.0, "max_abs_diff": 0.0}
+        accuracy.append(AccuracyRow.from_score(who, score))
+    assert choose_best(latency, accuracy, budget_points=0.5) == "tensorrt/int8-graphs/cuda"

@@ -185,3 +185,22 @@ def test_sweep_spares_the_staging_of_a_stage_still_running(tmp_path: Path) -> No
     with stage(rundir, "train") as out:
         out.discard()
     assert not live.exists()
+
+
+def test_files_in_publishes_file_by_file_and_keeps_the_others(tmp_path: Path) -> None:
+    rundir = _trained(tmp_path)
+    rundir.bench_dir.mkdir()
+    (rundir.bench_dir / "history.jsonl").write_text("old\n")
+    (rundir.bench_dir / "results.json").write_text("{}")
+    with stage(rundir, "bench", requires={"train": [rundir.merged]}) as out:
+        staged = out.files_in(rundir.bench_dir)
+        (staged / "results.json").write_text('{"new": 1}')
+        (staged / "plots").mkdir()
+        (staged / "plots" / "a.png").write_bytes(b"png")
+        assert (rundir.bench_dir / "results.json").read_text() == "{}"
+    assert (rundir.bench_dir / "results.json").read_text() == '{"new": 1}'
+    assert (rundir.bench_dir / "plots" / "a.png").read_bytes() == b"png"
+    assert (rundir.bench_dir / "history.jsonl").read_text() == "old\n"  # not rewritten: kept
+    outputs = rundir.read_manifest()["stages"]["bench"]["outputs"]
+    assert sorted(outputs) == ["bench/plots/a.png", "bench/results.json"]
+    assert _hidden(rundir) == []

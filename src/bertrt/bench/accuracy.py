@@ -23,10 +23,6 @@ from bertrt.runners.predict import TokenizedRows, predict_logits
 REFERENCE = "torch/fp32"
 
 
-# Test rows tokenized once and batched by length, shared by every runner.
-EvalSet = TokenizedRows
-
-
 def build_eval_set(
     tokenizer: Any,
     texts: Sequence[str],

@@ -167,6 +167,8 @@ class BenchResults:
 
     run: str
     settings: BenchConfig
+    # The configured thread count (top-level `threads`), shown in "settings" as before.
+    threads: int | None = None
     model: ModelInfo
     # machine.machine_info() plus the load average at start and the steal time:
     # a description whose keys vary with the machine (GPU, installed versions).
@@ -197,7 +199,7 @@ class BenchResults:
         out = {
             "run": self.run,
             "quick": self.quick,
-            "settings": asdict(self.settings),
+            "settings": {**asdict(self.settings), "threads": self.threads},
             "model": asdict(self.model),
             "machine": self.machine,
             "reference": self.reference,

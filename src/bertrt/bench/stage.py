@@ -57,8 +57,10 @@ from bertrt.config import BenchConfig, Config
 from bertrt.errors import BertrtError, ConfigError
 from bertrt.hardware import cuda_available
 from bertrt.runners.base import Runner
+from bertrt.runners.predict import TokenizedRows
 from bertrt.runners.registry import Candidate, Discovery, discover, selected
 from bertrt.runners.torch_runner import TorchRunner
+from bertrt.stages import StageResult, stage
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +68,18 @@ log = logging.getLogger(__name__)
 Active = dict[str, tuple[Runner, dict[tuple[int, int], ShapeTimer]]]
 
 
-def run(config: Config, run: RunDir) -> BenchResults:
-    timer = StageTimer()
-    run.require("bench", [run.merged], producer="train")
-    previous = _previous_results(config.bench, run)  # a bad --against fails before measuring
-    results, ran, used = _gather(config, run)
-    results.wall_s = round(timer.elapsed, 1)
-    results.written_at = datetime.now(UTC).isoformat(timespec="seconds")
-    outputs = _write(run, results, *previous)
-    run.record(
-        "bench",
-        inputs=[run.split, run.merged, *sorted(used - {run.merged})],
-        outputs=outputs,
-        wall_s=timer.elapsed,
-        extra={"backends": ran, "skipped": len(results.skipped), "quick": results.quick},
-    )
-    log.info("bench: wrote %s in %.0f s", run.bench_dir, timer.elapsed)
-    return results
+def run(config: Config, rundir: RunDir) -> StageResult:
+    with stage(rundir, "bench", requires={"train": [rundir.merged]}, reads=[rundir.split]) as out:
+        previous = _previous_results(config.bench, rundir)  # a bad --against fails first
+        results, ran, used = _gather(config, rundir)
+        results.wall_s = round(out.elapsed, 1)
+        results.written_at = datetime.now(UTC).isoformat(timespec="seconds")
+        _write(rundir, out.files_in(rundir.bench_dir), results, *previous)
+        out.inputs += sorted(used - {rundir.merged})
+        out.facts = {"backends": ran, "skipped": len(results.skipped), "quick": results.quick}
+        out.report = results.to_dict()
+    log.info("bench: wrote %s in %.0f s", rundir.bench_dir, out.result.wall_s)
+    return out.result
 
 
 def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[Path]]:
@@ -90,7 +87,7 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
     from bertrt.data import load_split
 
     cfg = config.bench
-    threads = pin_threads(cfg.threads)
+    threads = pin_threads(config.threads)
     load_at_start = load_average()
     found = _discover(config, run, threads)
     model = _model_info(run)
@@ -115,6 +112,7 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
     results = BenchResults(
         run=str(run.root),
         settings=cfg,
+        threads=config.threads,
         model=model,
         machine=machine,
         reference=_reference_label(),
@@ -130,23 +128,23 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
 
 
 def _write(
-    run: RunDir, results: BenchResults, previous_path: Path, previous: dict[str, Any] | None
-) -> list[Path]:
-    """Steps 6-7: the run-to-run check, then the reports and the history; returns the files."""
-    # Read before results.previous.json is replaced: a directory without a
-    # history is seeded from that file and results.json.
+    run: RunDir,
+    staged: Path,
+    results: BenchResults,
+    previous_path: Path,
+    previous: dict[str, Any] | None,
+) -> None:
+    """Steps 6-7: the run-to-run check, then the reports and the history, into ``staged``."""
+    # Read from the published directory: a run without a history is seeded
+    # from its results.previous.json and results.json.
     history = reproducibility.load_history(run.bench_dir)
-    outputs = []
     if previous is not None:
         results.reproducibility = reproducibility.compare(previous, results, str(previous_path))
         if not results.settings.against:  # about to be replaced: keep what it was compared with
-            kept = run.bench_dir / "results.previous.json"
-            write_json(kept, previous)
-            outputs.append(kept)
+            write_json(staged / "results.previous.json", previous)
     results.runs_in_history = reproducibility.add_run_to_run(results, history)
-    outputs += write_reports(run.bench_dir, results)
-    outputs.append(reproducibility.write_history(run.bench_dir, history, results))
-    return outputs
+    write_reports(staged, results)
+    reproducibility.write_history(staged, history, results)
 
 
 def _discover(config: Config, run: RunDir, threads: int) -> Discovery:
@@ -176,7 +174,7 @@ def _measure_all(
     grid: list[tuple[int, int]],
     cfg: BenchConfig,
     vocab_size: int,
-    eval_set: acc.EvalSet,
+    eval_set: TokenizedRows,
     seed: int,
     where: tuple[RunDir, int],
 ) -> tuple[list[LatencyRow], dict[str, np.ndarray], dict[str, Backend]]:
@@ -238,7 +236,7 @@ def _failures(found: Discovery, label: str, active: Active | None = None) -> Ite
 
 
 def _score(
-    logits: dict[str, np.ndarray], runners: dict[str, Backend], eval_set: acc.EvalSet
+    logits: dict[str, np.ndarray], runners: dict[str, Backend], eval_set: TokenizedRows
 ) -> list[AccuracyRow]:
     """Each runner against the labels and the reference's logits."""
     reference, labels = logits.get(_reference_label()), eval_set.labels
@@ -300,7 +298,7 @@ def _grid(cfg: BenchConfig, max_positions: int, found: Discovery) -> list[tuple[
     return [(b, s) for b in cfg.batch_sizes for s in seqs]
 
 
-def _eval_set(config: Config, run: RunDir, test: pd.DataFrame) -> tuple[Any, acc.EvalSet]:
+def _eval_set(config: Config, run: RunDir, test: pd.DataFrame) -> tuple[Any, TokenizedRows]:
     from bertrt.modeling import load_tokenizer
 
     cfg = config.bench
@@ -325,7 +323,7 @@ def _reference_first(cands: list[Candidate], reference: str) -> list[Candidate]:
     return sorted(cands, key=lambda c: c.label != reference)
 
 
-def _reference_logits(run: RunDir, threads: int, eval_set: acc.EvalSet) -> np.ndarray:
+def _reference_logits(run: RunDir, threads: int, eval_set: TokenizedRows) -> np.ndarray:
     device = "cuda" if cuda_available() else "cpu"
     with TorchRunner(run.merged, "fp32", device, threads) as runner:
         return acc.predict(runner, eval_set)

@@ -149,6 +149,7 @@ def choose_cpu_model(
     budget: float,
     timing_batches: Sequence[Batch],
     rounds: int = 3,
+    threads: int | None = None,
 ) -> tuple[CpuCandidate, list[CpuCandidate], Path]:
     """Build, score and time each candidate; return the winner, all results and its path.
 
@@ -161,29 +162,59 @@ def choose_cpu_model(
     one's best median: a burst of load from other processes then slows one
     round, not one candidate.
     """
-    labels = data.labels
-    fp32_correct = (fp32_logits.argmax(axis=1) == labels).astype(np.float64)
-    results: list[tuple[CpuCandidate, Path]] = []
-    for name, (path, source, build) in candidates.items():
-        start = time.perf_counter()
-        built = build()
-        cand = CpuCandidate(name, source, build_s=round(time.perf_counter() - start, 2))
-        if isinstance(built, FoldReport):
-            cand.graph = asdict(built)
-        out = logits(path, data)
-        cand.val_accuracy = accuracy_of(out, data)
-        diff = fp32_correct - (out.argmax(axis=1) == labels)
-        cand.drop = round(100.0 * float(diff.mean()), 3)
-        cand.drop_se = round(100.0 * float(diff.std(ddof=1) / np.sqrt(len(diff))), 3)
-        cand.within_budget = cand.drop + cand.drop_se <= budget
-        results.append((cand, path))
+    results = [
+        (_build_and_score(name, spec, data, fp32_logits, budget), spec[0])
+        for name, spec in candidates.items()
+    ]
+    _time(results, timing_batches, rounds, threads)
+    eligible = [r for r in results if r[0].within_budget]
+    if eligible:
+        best, path = min(eligible, key=lambda r: (r[0].score_ms, -r[0].val_accuracy))
+    else:  # nothing in budget (not even fp32-opt): keep the most accurate
+        best, path = max(results, key=lambda r: r[0].val_accuracy)
+    return best, [c for c, _ in results], path
+
+
+def _build_and_score(
+    name: str,
+    spec: tuple[Path, str, Callable[[], object]],
+    data: TokenizedRows,
+    fp32_logits: np.ndarray,
+    budget: float,
+) -> CpuCandidate:
+    """Build one candidate and score its validation drop against fp32, row by row."""
+    path, source, build = spec
+    start = time.perf_counter()
+    built = build()
+    cand = CpuCandidate(name, source, build_s=round(time.perf_counter() - start, 2))
+    if isinstance(built, FoldReport):
+        cand.graph = asdict(built)
+    out = logits(path, data)
+    cand.val_accuracy = accuracy_of(out, data)
+    fp32_correct = (fp32_logits.argmax(axis=1) == data.labels).astype(np.float64)
+    diff = fp32_correct - (out.argmax(axis=1) == data.labels)
+    cand.drop = round(100.0 * float(diff.mean()), 3)
+    cand.drop_se = round(100.0 * float(diff.std(ddof=1) / np.sqrt(len(diff))), 3)
+    cand.within_budget = cand.drop + cand.drop_se <= budget
+    return cand
+
+
+def _time(
+    results: list[tuple[CpuCandidate, Path]],
+    timing_batches: Sequence[Batch],
+    rounds: int,
+    threads: int | None,
+) -> None:
+    """Batch-1 and batch-32 latency of each candidate: best of ``rounds`` round-robin medians."""
     b1, b32 = timing_batches
     best_b1 = {c.name: float("inf") for c, _ in results}
     best_b32 = dict(best_b1)
     for _ in range(rounds):
         for cand, path in results:
-            best_b1[cand.name] = min(best_b1[cand.name], measure_latency(path, b1, 10))
-            best_b32[cand.name] = min(best_b32[cand.name], measure_latency(path, b32, 1, 1))
+            b1_ms = measure_latency(path, b1, 10, threads=threads)
+            best_b1[cand.name] = min(best_b1[cand.name], b1_ms)
+            b32_ms = measure_latency(path, b32, 1, 1, threads)
+            best_b32[cand.name] = min(best_b32[cand.name], b32_ms)
     for cand, _ in results:
         cand.latency_ms_b1 = round(best_b1[cand.name], 3)
         cand.latency_ms_b32 = round(best_b32[cand.name], 3)
@@ -195,9 +226,3 @@ def choose_cpu_model(
             cand.latency_ms_b1,
             cand.latency_ms_b32,
         )
-    eligible = [r for r in results if r[0].within_budget]
-    if eligible:
-        best, path = min(eligible, key=lambda r: (r[0].score_ms, -r[0].val_accuracy))
-    else:  # nothing in budget (not even fp32-opt): keep the most accurate
-        best, path = max(results, key=lambda r: r[0].val_accuracy)
-    return best, [c for c, _ in results], path

@@ -38,6 +38,7 @@ from bertrt.calibration.sweep import (
 )
 from bertrt.config import CalibrationConfig, Config
 from bertrt.data import load_split
+from bertrt.hardware import usable_cores
 from bertrt.modeling import encode, load_onnx, load_tokenizer
 from bertrt.runners.predict import TokenizedRows
 from bertrt.stages import StageResult, Staging, stage
@@ -70,7 +71,8 @@ def run(config: Config, rundir: RunDir) -> StageResult:
             "int8": int8.report,
             "cpu": {
                 "chosen": best_cpu.name,
-                "timing": f"ms at seq {config.model.max_length}, batch 1 and 32, 2 threads: "
+                "timing": f"ms at seq {config.model.max_length}, batch 1 and 32, "
+                f"{config.threads or usable_cores()} threads: "
                 "best of 3 round-robin medians",
                 "candidates": [c.to_dict() for c in cpu_all],
             },
@@ -271,7 +273,9 @@ def _choose_cpu(
     timing = _timing_batches(rows.tokenizer, rows.val_texts, config.model.max_length)
     names = config.calibration.cpu_candidates
     cands = build_candidates(names, fp32, opt, prepared, u8_ranges, work)
-    return choose_cpu_model(cands, rows.data, fp32_out, config.accuracy_budget, timing)
+    return choose_cpu_model(
+        cands, rows.data, fp32_out, config.accuracy_budget, timing, threads=config.threads
+    )
 
 
 def _timing_batches(tokenizer: Any, texts: list[str], max_length: int) -> list[dict[str, Any]]:

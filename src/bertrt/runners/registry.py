@@ -224,7 +224,7 @@ def _onnxruntime(
         return
     producers = {s.variant: s.producer for s in MODELS.values() if s.framework == "onnxruntime"}
     precisions = {s.variant: s.precision for s in MODELS.values() if s.framework == "onnxruntime"}
-    plans = [("cpu", v, None) for v in CPU_ONNX_VARIANTS]
+    plans: list[tuple[str, str, str | None]] = [("cpu", v, None) for v in CPU_ONNX_VARIANTS]
     plans += [("cuda", v, "CUDAExecutionProvider") for v in CUDA_ONNX_VARIANTS]
     plans += [("tensorrt", v, "TensorrtExecutionProvider") for v in TRT_EP_ONNX_VARIANTS]
     for provider, variant, ep in plans:
