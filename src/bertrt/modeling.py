@@ -18,6 +18,10 @@ from bertrt.errors import VerificationError
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 NUM_LABELS = 2
+# Attention as plain MatMul/Softmax: the only export ONNX Runtime's transformer
+# optimizer fuses fully (docs/findings.md, "ONNX export"). Not a setting: any
+# other choice silently loses the fused graph.
+ATTENTION = "eager"
 # One batch of model inputs: input name -> int64 array [batch, seq].
 Batch = dict[str, np.ndarray]
 OFFLINE_BASES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME
+from bertrt.modeling import ATTENTION, INPUT_NAMES, OUTPUT_NAME
 
 # One place that declares the graph's I/O contract (names, dtypes, dynamic axes).
 DYNAMIC_AXES: dict[str, dict[int, str]] = {
@@ -28,7 +28,7 @@ DYNAMIC_AXES: dict[str, dict[int, str]] = {
 }
 
 
-def load_torch_model(model_dir: str | Path, attn_implementation: str = "eager") -> Any:
+def load_torch_model(model_dir: str | Path, attn_implementation: str = ATTENTION) -> Any:
     """The merged classifier in eval mode (eager attention: see the module docstring)."""
     from transformers import AutoModelForSequenceClassification
 

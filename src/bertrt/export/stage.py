@@ -45,7 +45,7 @@ def _export(config: Config, rundir: RunDir, staged: dict[str, Path]) -> dict[str
     cfg = config.export
     tokenizer = load_tokenizer(rundir.merged)
     texts = load_split(rundir, ("val",))["val"]["text"].tolist()[: cfg.verify_rows]
-    model = load_torch_model(rundir.merged, config.model.attn_implementation)
+    model = load_torch_model(rundir.merged)
     cases = parity_cases(tokenizer, texts, cfg.verify_batch_sizes, cfg.verify_seq_lengths)
     torch_reference(model, cases)
     extra: dict[str, Any] = {"exporter": "torch.onnx.export(dynamo=False)", "opset": cfg.opset}

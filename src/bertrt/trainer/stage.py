@@ -30,6 +30,9 @@ from bertrt.trainer.train import (
     train_model,
 )
 
+# Validation rows on which merged and unmerged fp32 logits are compared.
+MERGE_CHECK_ROWS = 64
+
 
 def run(config: Config, rundir: RunDir, csv: str | Path | None = None) -> StageResult:
     """Train, merge, verify and record; the result's report is train_metrics.json.
@@ -104,7 +107,7 @@ def _save_models(
     if preset.is_lora:
         model.save_pretrained(out.path(rundir.adapter))
         tokenizer.save_pretrained(out.path(rundir.adapter))
-        check_rows = val.head(config.train.merge_check_rows)
+        check_rows = val.head(MERGE_CHECK_ROWS)
         model, check = merge_and_verify(
             model, tokenizer, check_rows, config.model.max_length, config.train.merge_tolerance
         )

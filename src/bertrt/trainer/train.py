@@ -26,7 +26,7 @@ from bertrt.data.kaggle import LABEL_NAMES
 from bertrt.errors import ConfigError, UnavailableError
 from bertrt.hardware import cpu_has_native_bf16, cpu_model
 from bertrt.metrics import classification_metrics
-from bertrt.modeling import NUM_LABELS, resolve_base_model
+from bertrt.modeling import ATTENTION, NUM_LABELS, resolve_base_model
 from bertrt.trainer.presets import Preset
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def load_base(config: Config) -> tuple[Any, Any, str]:
         num_labels=NUM_LABELS,
         id2label=dict(enumerate(LABEL_NAMES)),
         label2id={name: i for i, name in enumerate(LABEL_NAMES)},
-        attn_implementation=config.model.attn_implementation,
+        attn_implementation=ATTENTION,
     )
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer, path
