@@ -9,7 +9,10 @@ CONFIG ?= configs/default.yaml
 SET    ?=
 IMAGE  ?= bertrt-trt:latest
 BERTRT := $(PYTHON) -m bertrt
-ARGS    = --run-dir $(RUN) --config $(CONFIG) $(foreach s,$(SET),--set $(s))
+# User values reach the shell single-quoted ($(call q,...)): a path with spaces,
+# quotes or $ stays one argument. (SET is split on spaces by make: one KEY=VALUE per word.)
+q = '$(subst ','\'',$(1))'
+ARGS    = --run-dir $(call q,$(RUN)) --config $(call q,$(CONFIG)) $(foreach s,$(SET),--set $(call q,$(s)))
 
 .PHONY: install dev all data train export calibrate build-engine bench evaluate \
         presets test lint typecheck imports gpu-check docker-build docker-run clean-run check-data
@@ -26,8 +29,8 @@ dev: install
 	$(PYTHON) -m pip install --no-deps tensorrt-stubs==10.13.0.35.1
 
 check-data:
-	@test -f "$(DATA)" || { \
-	  echo "DATA=$(DATA): no such file."; \
+	@test -f $(call q,$(DATA)) || { \
+	  echo DATA=$(call q,$(DATA))": no such file."; \
 	  echo "Download train-sample.csv from the Kaggle competition 'Predict Closed Questions on"; \
 	  echo "Stack Overflow' (kaggle competitions download -c predict-closed-questions-on-stack-overflow)"; \
 	  echo "and run: make all DATA=path/to/train-sample.csv"; exit 2; }
@@ -35,7 +38,7 @@ check-data:
 all: train export calibrate build-engine bench
 
 data: check-data
-	$(BERTRT) data --data $(DATA) $(ARGS)
+	$(BERTRT) data --data $(call q,$(DATA)) $(ARGS)
 
 train: data
 	$(BERTRT) train $(ARGS)
@@ -57,7 +60,7 @@ bench:
 	$(PYTHON) bench/compare.py $(ARGS)
 
 presets: check-data
-	$(PYTHON) scripts/preset_table.py --data $(DATA)
+	$(PYTHON) scripts/preset_table.py --data $(call q,$(DATA))
 
 lint:
 	ruff check src tests bench scripts
@@ -80,7 +83,7 @@ test: lint typecheck imports
 	$(PYTHON) -m pytest -q; rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" && rc=1; exit $$rc
 
 gpu-check:
-	bash scripts/gpu_check.sh $(RUN)
+	bash scripts/gpu_check.sh $(call q,$(RUN))
 
 docker-build:
 	docker build -f Dockerfile.trt -t $(IMAGE) .
@@ -88,6 +91,6 @@ docker-build:
 docker-run: check-data
 	mkdir -p runs
 	docker run --rm --gpus all --ipc=host \
-	  -v "$(abspath $(DATA))":/data/train-sample.csv:ro \
+	  -v "$$(realpath $(call q,$(DATA)))":/data/train-sample.csv:ro \
 	  -v "$(abspath runs)":/workspace/bertrt/runs \
-	  $(IMAGE) make all DATA=/data/train-sample.csv RUN=$(RUN)
+	  $(call q,$(IMAGE)) make all DATA=/data/train-sample.csv RUN=$(call q,$(RUN))

@@ -112,6 +112,19 @@ class RunDir:
         return self.engines_dir / f"{precision}.json"
 
     @property
+    def openvino_dir(self) -> Path:
+        return self.root / "openvino"
+
+    def openvino_ir(self, variant: str) -> Path:
+        """``int8`` -> openvino/model.int8.xml (its weights beside it, model.int8.bin)."""
+        return self.openvino_dir / f"model.{variant}.xml"
+
+    @property
+    def cpu_choice(self) -> Path:
+        """Which model and runtime calibrate chose for CPU deployment, and on which CPU."""
+        return self.root / "cpu.json"
+
+    @property
     def bench_dir(self) -> Path:
         return self.root / "bench"
 
@@ -122,7 +135,13 @@ class RunDir:
     def read_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {"stages": {}}
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        manifest = read_json(self.manifest_path)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
+            raise StaleArtifactError(
+                f"{self.manifest_path}: not a manifest (no 'stages' mapping); restore it or "
+                "rerun the stages from `bertrt data` on"
+            )
+        return manifest
 
     def recorded_outputs(self) -> dict[str, str]:
         """Relative path -> sha256 of every stage output the manifest records.
@@ -356,7 +375,14 @@ def write_with(path: Path, writer: Callable[[Path], Any], suffix: str = "") -> N
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A run's JSON artifact; one cut short or corrupted is a stale artifact (exit 4), named."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StaleArtifactError(
+            f"{path}: not valid JSON ({err}); it was cut short or changed: restore it or "
+            "rerun the stage that wrote it"
+        ) from err
 
 
 def _json_default(obj: Any) -> Any:

@@ -12,18 +12,25 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config, load_config
-from bertrt.errors import BertrtError
+from bertrt.errors import BertrtError, ConfigError
 from bertrt.runners.registry import MODEL_NAMES as EVAL_MODELS
+from bertrt.serve import commands as serve_commands
 from bertrt.stages import StageResult
+
+ROW_READERS = ("data", "train", "export", "calibrate", "bench")
+MOVED_CSV_HELP = "the same CSV, if it moved since `bertrt data` (same sha256)"
 
 # Flags that are shortcuts for a config value: (command, flag) -> (key, value of the flag).
 # A flag left at its default (None / False) sets nothing.
 OVERRIDES: dict[tuple[str, str], tuple[str, Callable[[Any], str]]] = {
-    ("data", "data"): ("data.csv", str),
+    # --data of every stage that reads rows: the CSV to split (data), or the same
+    # CSV moved since `bertrt data` (the others; accepted when its sha256 matches).
+    **{(command, "data"): ("data.csv", str) for command in ROW_READERS},
     ("train", "preset"): ("train.preset", str),
     ("calibrate", "sweep"): ("calibration.sweep", lambda _: "true"),
     ("build-engine", "precision"): ("engines.precisions", str),
@@ -63,16 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="LoRA fine-tune, pick the best epoch, merge adapters")
     _common(p)
-    p.add_argument("--data", default=None, help="the same CSV, if it moved since `bertrt data`")
+    p.add_argument("--data", default=None, help=MOVED_CSV_HELP)
     p.add_argument(
         "--preset", default=None, help="LoRA preset (shortcut for --set train.preset=...)"
     )
 
     p = sub.add_parser("export", help="ONNX fp32, optimized and fp16 models, verified")
     _common(p)
+    p.add_argument("--data", default=None, help=MOVED_CSV_HELP)
 
     p = sub.add_parser("calibrate", help="INT8 Q/DQ model and the CPU deployment model")
     _common(p)
+    p.add_argument("--data", default=None, help=MOVED_CSV_HELP)
     p.add_argument("--sweep", action="store_true", help="search methods/percentiles and exclusions")
 
     p = sub.add_parser("build-engine", help="TensorRT FP16/INT8 engines (needs an NVIDIA GPU)")
@@ -82,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="latency, throughput and accuracy of every backend")
     _common(p)
     p.add_argument("--quick", action="store_true", help="small grid for CI and a first run")
+    p.add_argument("--data", default=None, help=MOVED_CSV_HELP)
     p.add_argument(
         "--against",
         default=None,
@@ -98,9 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify one question")
     _common(p)
     p.add_argument("--text", default=None, help="the whole text (title and body)")
+    p.add_argument(
+        "--file", default=None, metavar="PATH", help="read the whole text from PATH (- = stdin)"
+    )
     p.add_argument("--title", default=None)
     p.add_argument("--body", default=None)
     p.add_argument("--model", default="merged", choices=EVAL_MODELS, help="(default: %(default)s)")
+    serve_commands.add_parsers(sub, _common)
     return parser
 
 
@@ -135,8 +149,7 @@ class StageCommand(NamedTuple):
 
 STAGES = {
     "data": StageCommand("bertrt.data.stage", _print),
-    # --data points train at the CSV if it moved since `bertrt data` (same sha256).
-    "train": StageCommand("bertrt.trainer.stage", _print, lambda args: {"csv": args.data}),
+    "train": StageCommand("bertrt.trainer.stage", _print),
     "export": StageCommand("bertrt.export.stage", _log),
     "calibrate": StageCommand("bertrt.calibration.stage", _log),
     "build-engine": StageCommand("bertrt.engines.stage", _print),
@@ -152,10 +165,23 @@ def _evaluate(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
 
 
 def _predict(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
+    from bertrt.data.text import read_question
     from bertrt.evaluate import predict_text
 
+    if args.file is not None:
+        if args.text is not None:
+            raise ConfigError("predict: give --text or --file, not both")
+        args.text = read_question(args.file)
     if args.text is None and args.title is None and args.body is None:
-        raise BertrtError("predict: give --text, or --title and/or --body")
+        raise ConfigError("predict: give --text, --file PATH (- = stdin), or --title and/or --body")
+    if args.url is not None:
+        from bertrt.serve.client import predict_url
+
+        fields = {"text": [args.text]} if args.text is not None else {}
+        fields.update({k: [v] for k, v in (("title", args.title), ("body", args.body)) if v})
+        label, prob = predict_url(args.url, fields)[0]
+        print(f"{label}\t{prob:.4f}")
+        return
     label, prob = predict_text(config, rundir, args.model, args.text, args.title, args.body)
     print(f"{label}\t{prob:.4f}")
 
@@ -163,6 +189,7 @@ def _predict(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
 TOOLS: dict[str, Callable[[argparse.Namespace, Config, RunDir], None]] = {
     "evaluate": _evaluate,
     "predict": _predict,
+    **serve_commands.COMMANDS,
 }
 
 
@@ -176,6 +203,35 @@ def dispatch(args: argparse.Namespace, config: Config, rundir: RunDir) -> int:
     return 0
 
 
+def user_error(err: Exception) -> tuple[str, int] | None:
+    """The one line and exit code for an error the user can cause; None for a bug.
+
+    The one place an exception becomes a message. Typed errors carry both.
+    The rest are the system's answer to what the user pointed at: an OSError
+    names its file (a --run-dir under a file, a full disk, a permission), a
+    UnicodeError is text that is not UTF-8, a JSONDecodeError a JSON file cut
+    short. Anything else is a bug and keeps its traceback.
+    """
+    if isinstance(err, BertrtError):
+        return str(err), err.exit_code
+    if isinstance(err, json.JSONDecodeError):
+        return f"a JSON file is not valid JSON ({err}); rerun the stage that wrote it", 4
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}", 1
+    if isinstance(err, UnicodeError):
+        return f"not UTF-8 text: {err}", 1
+    return None
+
+
+def run_dir(path: str) -> RunDir:
+    """``--run-dir``, refused here when it cannot be a directory, before any stage starts."""
+    root = Path(path)
+    blocker = next((p for p in (root, *root.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"--run-dir {path}: {blocker} is a file, not a directory")
+    return RunDir(root)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -185,10 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         config = load_config(args.config, config_overrides(args))
-        return dispatch(args, config, RunDir(args.run_dir))
-    except BertrtError as err:
-        print(f"bertrt {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return dispatch(args, config, run_dir(args.run_dir))
+    except Exception as err:
+        failure = user_error(err)
+        if failure is None:
+            raise
+        message, code = failure
+        print(f"bertrt {args.command}: error: {' '.join(message.splitlines())}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

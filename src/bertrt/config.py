@@ -104,7 +104,8 @@ class CalibrationConfig:
     # whole split (4,552 rows) is needed: on 1,000 rows one point is 10 rows, and
     # a CPU model chosen there lost 0.66 point on test.
     eval_rows: int | None = None
-    # Candidates for the CPU deployment model (onnx/model.cpu.onnx); fastest in budget wins.
+    # Candidates for the CPU deployment model (cpu.json names the winner; the best
+    # ONNX Runtime one is onnx/model.cpu.onnx); the fastest within budget wins.
     cpu_candidates: list[str] = field(
         default_factory=lambda: [
             "dynamic-int8-opt",
@@ -112,6 +113,9 @@ class CalibrationConfig:
             "static-u8s8",
             "static-u8s8-folded",
             "fp32-opt",
+            "openvino-fp32",
+            "openvino-nncf-int8",
+            "openvino-qdq",
         ]
     )
 
@@ -238,7 +242,35 @@ def _override(raw: dict[str, Any], item: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=2")
-    _assign(raw, key.strip().split("."), yaml.safe_load(value), item)
+    keys = key.strip().split(".")
+    parsed = yaml.safe_load(value)
+    _check_key(keys, parsed, item)
+    _assign(raw, keys, parsed, item)
+
+
+def _check_key(keys: list[str], value: Any, item: str) -> None:
+    """Refuse a ``--set`` that names no setting, or puts a value where a section is,
+    here, so the message blames this item and not a later one it would break."""
+    node: Any = Config
+    for depth, key in enumerate(keys):
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        where = ".".join(keys[: depth + 1])
+        if key not in fields:
+            raise ConfigError(
+                f"--set {item!r}: unknown config key {where!r}; valid keys here: "
+                + ", ".join(sorted(fields))
+            )
+        node = typing.get_type_hints(node)[key]
+        if not dataclasses.is_dataclass(node):
+            if depth < len(keys) - 1:
+                raise ConfigError(f"--set {item!r}: {where} is a value, not a section")
+            return
+    if not isinstance(value, dict):
+        names = ", ".join(f.name for f in dataclasses.fields(node))
+        raise ConfigError(
+            f"--set {item!r}: {'.'.join(keys)} is a section, not a value; set one of its "
+            f"keys ({names}), e.g. --set {'.'.join(keys)}.KEY=VALUE"
+        )
 
 
 def _assign(tree: dict[str, Any], keys: list[str], value: Any, item: str) -> None:
@@ -253,7 +285,7 @@ def _assign(tree: dict[str, Any], keys: list[str], value: Any, item: str) -> Non
 
 def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"config section {where or '<root>'!r} must be a mapping")
+        raise ConfigError(f"config section {where.rstrip('.') or '<root>'!r} must be a mapping")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)

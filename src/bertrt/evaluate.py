@@ -8,6 +8,7 @@ code, with the same tokenization and metrics as the bench.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,15 @@ import numpy as np
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.data import LABEL_NAMES, load_examples, read_split
-from bertrt.data.text import clean_body, question_text
+from bertrt.data.text import clean_body, question_text, require_text
 from bertrt.errors import MissingArtifactError
 from bertrt.metrics import classification_metrics, softmax
 from bertrt.modeling import load_tokenizer
 from bertrt.runners.base import Runner
 from bertrt.runners.predict import TokenizedRows, predict_logits
 from bertrt.runners.registry import runner_for_model
+
+log = logging.getLogger(__name__)
 
 
 def _tokenizer(run: RunDir) -> Any:
@@ -55,7 +58,13 @@ def _score(
 def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str) -> dict[str, Any]:
     """Accuracy, loss, precision/recall/F1 of "closed" and the confusion matrix on one CSV."""
     runner = _runner(config, run, model)
-    frame = load_examples(csv_path, run, bad_rows=config.data.bad_rows)
+    frame, skipped = load_examples(
+        csv_path, run, config.data.bad_rows, config.data.max_bad_fraction
+    )
+    if skipped:  # data.bad_rows=skip: the metrics are over fewer rows than the file has
+        log.warning(
+            "skipped %d malformed rows of %s; first: %s", len(skipped), csv_path, skipped[0]
+        )
     start = time.perf_counter()
     logits = _score(config, run, runner, list(frame["text"]), progress=True)
     elapsed = time.perf_counter() - start
@@ -69,6 +78,7 @@ def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str)
         "labels": list(LABEL_NAMES),
         "max_length": config.model.max_length,
         "seconds": round(elapsed, 3),
+        "skipped_rows": skipped,
     }
 
 
@@ -77,7 +87,12 @@ def format_report(report: dict[str, Any]) -> str:
     width = max(len(str(v)) for v in (tn, fp, fn, tp, "closed"))
     return "\n".join(
         [
-            f"{report['data']}  ({report['n']} rows, model {report['model']}, {report['runner']})",
+            f"{report['data']}  ({report['n']} rows, model {report['model']}, {report['runner']})"
+            + (
+                f"; skipped {len(report['skipped_rows'])} malformed rows"
+                if report.get("skipped_rows")
+                else ""
+            ),
             f"accuracy   {report['accuracy']:.4f}",
             f"loss       {report['loss']:.4f}",
             f"precision  {report['precision']:.4f}  (class 'closed')",
@@ -106,6 +121,10 @@ def predict_text(
     features are unknown here, so a run trained with features_in_text gets
     the text without them.
     """
+    if text is not None:
+        require_text(text, "predict")
+    else:
+        require_text(f"{title or ''} {body or ''}", "predict")
     runner = _runner(config, run, model)
     code_blocks = str(read_split(run)["text"].get("code_blocks", "keep"))
     if text is not None:

@@ -60,7 +60,13 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     ("argv", "expected"),
     [
         (["data", "--data", "x.csv"], ["data.csv=x.csv"]),
-        (["train", "--data", "moved.csv", "--preset", "full"], ["train.preset=full"]),
+        (
+            ["train", "--data", "moved.csv", "--preset", "full"],
+            ["data.csv=moved.csv", "train.preset=full"],
+        ),
+        (["export", "--data", "moved.csv"], ["data.csv=moved.csv"]),
+        (["calibrate", "--data", "moved.csv"], ["data.csv=moved.csv"]),
+        (["bench", "--data", "moved.csv"], ["data.csv=moved.csv"]),
         (["calibrate", "--sweep"], ["calibration.sweep=true"]),
         (["calibrate"], []),
         (["build-engine", "--precision", "fp16"], ["engines.precisions=fp16"]),

@@ -87,7 +87,7 @@ def test_code_block_treatment() -> None:
         (lambda rows: rows[6].update(PostCreationDate="yesterday"), "PostCreationDate 'yesterday'"),
         (
             lambda rows: rows[7].update(PostId=rows[2]["PostId"]),
-            "1 duplicate PostId(s) over 2 rows",
+            "data row 8 (PostId 1002): duplicate PostId 1002 (first at data row 3)",
         ),
     ],
 )
@@ -143,11 +143,11 @@ def test_unreadable_files(tmp_path: Path, content: bytes, expected: str) -> None
 
 
 def test_unparseable_csv(tmp_path: Path) -> None:
-    path = tmp_path / "ragged.csv"
-    path.write_text(
-        ",".join(COLUMNS) + "\n" + ",".join(["1"] * 15) + "\n" + ",".join(["2"] * 17) + "\n"
-    )
-    with pytest.raises(DataError, match="cannot be parsed as CSV"):
+    """A ragged row is a malformed row: named by its data row and PostId, skippable."""
+    path = write_csv(tmp_path / "ragged.csv", synthetic_rows(1))
+    with path.open("a") as fh:
+        fh.write(",".join(["2"] * 17) + "\n")
+    with pytest.raises(DataError, match="data row 2 \\(PostId 2\\): 17 fields, expected 15"):
         load_kaggle_csv(path)
 
 

@@ -109,11 +109,16 @@ def examples(frame: pd.DataFrame, text_options: dict[str, Any]) -> pd.DataFrame:
 
 
 def load_examples(
-    path: str | Path, run: RunDir | None = None, bad_rows: str = "fail"
-) -> pd.DataFrame:
-    """Every row of any Kaggle-format file, texts built as the run's data stage decided."""
+    path: str | Path,
+    run: RunDir | None = None,
+    bad_rows: str = "fail",
+    max_bad_fraction: float = 0.01,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Every row of any Kaggle-format file, texts built as the run's data stage decided,
+    and the rows dropped under ``bad_rows="skip"`` (described), which the caller must report."""
     text_options = read_split(run)["text"] if run is not None else {}
-    return examples(load_kaggle_csv(path, bad_rows=bad_rows).frame, text_options)
+    loaded = load_kaggle_csv(path, bad_rows=bad_rows, max_bad_fraction=max_bad_fraction)
+    return examples(loaded.frame, text_options), [b.describe() for b in loaded.skipped]
 
 
 def load_split(
@@ -121,19 +126,25 @@ def load_split(
 ) -> dict[str, pd.DataFrame]:
     """The rows of the named splits, read from the CSV the data stage recorded.
 
-    ``csv`` points at a moved copy of the same file; its hash must match.
+    ``csv`` (``--data`` / ``data.csv`` of every stage that reads rows) points at
+    a moved copy of the same file: it is accepted when its sha256 is the one
+    recorded, so a run goes on after its CSV moves without rerunning `bertrt
+    data` (which would mark every later stage stale).
     """
     document = read_split(run)
-    csv_path = Path(csv) if csv is not None else Path(document["csv"]["path"])
+    recorded = Path(document["csv"]["path"])
+    csv_path = Path(csv) if csv else recorded
     if not csv_path.is_file():
         raise MissingArtifactError(
             f"{csv_path} (recorded in {run.split}) is gone; pass --data with the same CSV or "
             f"rerun `bertrt data --data CSV --run-dir {run.root}`"
         )
     if sha256_file(csv_path) != document["csv"]["sha256"]:
+        what = "changed since" if csv_path == recorded else f"is not the CSV ({recorded}) that"
         raise StaleArtifactError(
-            f"{csv_path} changed since `bertrt data` split it (sha256 mismatch); rerun "
-            f"`bertrt data --data {csv_path} --run-dir {run.root}` and the stages after it"
+            f"{csv_path} {what} `bertrt data` split it (sha256 differs from {run.split}); "
+            f"pass --data with that CSV, or rerun `bertrt data --data {csv_path} "
+            f"--run-dir {run.root}` and the stages after it"
         )
     frame = load_kaggle_csv(csv_path, bad_rows="skip", max_bad_fraction=1.0).frame
     frame = frame.set_index("PostId", drop=False)

@@ -10,8 +10,12 @@ the 128-token budget goes to prose, or ``drop`` them.
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import pandas as pd
+
+from bertrt.errors import DataError
 
 _CODE_BLOCK = re.compile(r"(?:^(?:    |\t).*(?:\r?\n|$))+", re.MULTILINE)
 _SPACES = re.compile(r"[ \t\r\f\v]+")
@@ -40,3 +44,37 @@ def question_text(
 ) -> str:
     prefix = feature_words(features) + "\n" if features is not None else ""
     return f"{prefix}{title.strip()}\n{clean_body(body, code_blocks)}"
+
+
+def require_text(text: str, where: str) -> str:
+    """``text`` if a model may score it: the data stage drops rows with no text, so
+    predicting on empty or whitespace-only text would be a confident guess about nothing."""
+    if not text.strip():
+        raise DataError(f"{where}: the text is empty or only whitespace; nothing to classify")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(text[err.start])
+        byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise DataError(
+            f"{where}: not UTF-8 text ({byte} at character {err.start}); pass UTF-8 text"
+        ) from err
+    return text
+
+
+def read_question(source: str) -> str:
+    """The text of ``--file PATH`` (``-``: stdin), for questions too long for a command line.
+
+    Decoded strictly as UTF-8 so a bad byte is named by its offset, not replaced.
+    """
+    name = "stdin" if source == "-" else source
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as err:
+        raise DataError(f"--file {name}: cannot be read: {err.strerror or err}") from err
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"--file {name}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})"
+        ) from err

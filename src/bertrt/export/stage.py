@@ -44,7 +44,9 @@ def _export(config: Config, rundir: RunDir, staged: dict[str, Path]) -> dict[str
     """Write and verify the three graphs at their ``staged`` paths; return the manifest facts."""
     cfg = config.export
     tokenizer = load_tokenizer(rundir.merged)
-    texts = load_split(rundir, ("val",))["val"]["text"].tolist()[: cfg.verify_rows]
+    texts = load_split(rundir, ("val",), csv=config.data.csv)["val"]["text"].tolist()[
+        : cfg.verify_rows
+    ]
     model = load_torch_model(rundir.merged)
     cases = parity_cases(tokenizer, texts, cfg.verify_batch_sizes, cfg.verify_seq_lengths)
     torch_reference(model, cases)

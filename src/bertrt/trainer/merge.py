@@ -9,7 +9,9 @@ match the unmerged model's within the tolerance.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,9 @@ import pandas as pd
 import torch
 
 from bertrt.errors import VerificationError
-from bertrt.modeling import encode
+from bertrt.modeling import ATTENTION, NUM_LABELS, encode, resolve_base_model
+
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass
@@ -67,3 +71,30 @@ def merge_and_verify(
             f"{tolerance:g}, fp32); merged/ not written"
         )
     return merged, check
+
+
+def portable_adapter_config(adapter_dir: Path, base: str) -> None:
+    """Record the configured base model (``minilm``, a hub id), not the path peft saw.
+
+    peft writes the resolved base path, which for the packaged MiniLM is a
+    directory inside the installing virtualenv: useless on any other machine
+    or container. :func:`load_adapter` resolves the name where it loads.
+    """
+    path = adapter_dir / ADAPTER_CONFIG
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["base_model_name_or_path"] = base
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def load_adapter(adapter_dir: Path) -> Any:
+    """The LoRA model of ``adapter_dir`` on its base, resolved on this machine."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    document = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = AutoModelForSequenceClassification.from_pretrained(
+        resolve_base_model(document["base_model_name_or_path"]),
+        num_labels=NUM_LABELS,
+        attn_implementation=ATTENTION,
+    )
+    return PeftModel.from_pretrained(base, str(adapter_dir))

@@ -20,7 +20,7 @@ from bertrt.artifacts import RunDir, sha256_path, write_json
 from bertrt.config import Config
 from bertrt.data import load_split
 from bertrt.stages import StageResult, Staging, stage
-from bertrt.trainer.merge import merge_and_verify
+from bertrt.trainer.merge import merge_and_verify, portable_adapter_config
 from bertrt.trainer.presets import Preset, get_preset
 from bertrt.trainer.train import (
     TrainOutcome,
@@ -42,7 +42,7 @@ def run(config: Config, rundir: RunDir, csv: str | Path | None = None) -> StageR
     """
     preset = get_preset(config.train.preset)
     with stage(rundir, "train", requires={"data": [rundir.split]}) as out:
-        frames = _frames(config, load_split(rundir, csv=csv))
+        frames = _frames(config, load_split(rundir, csv=csv or config.data.csv))
         key = fingerprint(config, sha256_path(rundir.split))
         outcome = train_model(config, preset, frames, rundir.checkpoints / key)
         if outcome.trainer.is_world_process_zero():
@@ -106,6 +106,7 @@ def _save_models(
     rundir, model, tokenizer = out.rundir, outcome.model, outcome.tokenizer
     if preset.is_lora:
         model.save_pretrained(out.path(rundir.adapter))
+        portable_adapter_config(out.path(rundir.adapter), config.model.base)
         tokenizer.save_pretrained(out.path(rundir.adapter))
         check_rows = val.head(MERGE_CHECK_ROWS)
         model, check = merge_and_verify(
