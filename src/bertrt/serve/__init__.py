@@ -1,0 +1,15 @@
+"""Serving a run's model over the network, on NVIDIA Triton Inference Server.
+
+Two ways, one contract (BYTES ``text``, or ``title`` + ``body`` → BYTES
+``label`` and FP32 ``probabilities``):
+
+* ``bertrt serve`` (:mod:`bertrt.serve.server`): Triton through PyTriton,
+  this process tokenizing and running any model the runner registry knows.
+  Nothing to build; the machine's Python environment is the deployment.
+* ``bertrt triton-repo`` (:mod:`bertrt.serve.repo`): a standalone model
+  repository for NVIDIA's ``tritonserver`` container, for scaling out
+  (replicas, instance groups, Kubernetes) without this package installed.
+
+PyTriton and tritonclient are an optional extra (``pip install .[serve]``),
+imported only inside the functions that need them.
+"""

@@ -1,0 +1,88 @@
+"""The serving commands of the ``bertrt`` CLI: their flags and what each runs.
+
+Kept here so ``bertrt.cli`` only registers them; PyTriton and tritonclient are
+imported when a command runs, never for ``bertrt --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bertrt.artifacts import RunDir
+from bertrt.config import Config
+from bertrt.errors import BertrtError, MissingArtifactError
+
+LEVELS = "1,2,4,8,16,32"
+
+
+def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``serve``, ``triton-repo``, ``loadtest``, and ``predict --url`` (a running server)."""
+    sub.choices["predict"].add_argument(
+        "--url", default=None, help="ask a running `bertrt serve` (host:port) instead"
+    )
+    p = sub.add_parser("serve", help="serve a model on Triton Inference Server (PyTriton)")
+    common(p)
+    p.add_argument("--model", default=None, help="registry name (default: trt-int8 or onnx-cpu)")
+    for flag, default in (("http-port", 8000), ("grpc-port", 8001), ("metrics-port", 8002)):
+        p.add_argument(f"--{flag}", type=int, default=default)
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--max-queue-delay-us", type=int, default=2000)
+    p.add_argument("--instances", type=int, default=1)
+    p.add_argument("--no-dynamic-batching", action="store_true")
+
+    p = sub.add_parser("triton-repo", help="model repository for NVIDIA's tritonserver container")
+    common(p)
+    p.add_argument("--out", required=True, help="repository directory (replaced atomically)")
+    p.add_argument("--model", default="onnx-cpu", help="onnx-* or trt-* (default: %(default)s)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--max-queue-delay-us", type=int, default=2000)
+    p.add_argument("--instances", type=int, default=1)
+
+    p = sub.add_parser("loadtest", help="concurrency sweep against a running server")
+    common(p)
+    p.add_argument("--url", default="localhost:8000")
+    p.add_argument("--metrics-url", default="http://localhost:8002/metrics")
+    p.add_argument("--concurrency", default=LEVELS, help="comma list (default: %(default)s)")
+    p.add_argument("--requests", type=int, default=400, help="per step (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=30.0, help="per step (default: %(default)s)")
+    p.add_argument("--out", default=None, help="report directory (default: <run>/bench)")
+
+
+def serve_command(args: argparse.Namespace, config: Config, run: RunDir) -> None:
+    from bertrt.serve.server import ServeOptions, serve
+
+    options = ServeOptions(
+        args.model, args.http_port, args.grpc_port, args.metrics_port, args.max_batch,
+        args.max_queue_delay_us, args.instances, not args.no_dynamic_batching,
+    )  # fmt: skip
+    if serve(config, run, options) != 0:
+        raise BertrtError("the server stopped on its own (Triton or the model process died)")
+
+
+def repo_command(args: argparse.Namespace, config: Config, run: RunDir) -> None:
+    from bertrt.serve.repo import RepoOptions, write_repository
+
+    options = RepoOptions(
+        args.model, args.device, args.max_batch, args.max_queue_delay_us, args.instances
+    )
+    print(write_repository(config, run, options, Path(args.out)))
+
+
+def loadtest_command(args: argparse.Namespace, config: Config, run: RunDir) -> None:
+    from bertrt.data import load_split
+    from bertrt.serve.loadtest import markdown, sweep
+
+    texts = list(load_split(run, ("test",))["test"]["text"])
+    if not texts:
+        raise MissingArtifactError(f"{run.split}: the test split has no rows")
+    levels = [int(x) for x in args.concurrency.split(",")]
+    out = Path(args.out) if args.out else run.bench_dir
+    steps = sweep(args.url, args.metrics_url, texts, levels, args.requests, args.seconds, out)
+    print(markdown(steps, f"Load test of {args.url}"))
+
+
+COMMANDS = {"serve": serve_command, "triton-repo": repo_command, "loadtest": loadtest_command}

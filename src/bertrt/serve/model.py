@@ -1,0 +1,81 @@
+"""The inference callable Triton runs: requests in, labels and probabilities out.
+
+One :class:`ServedModel` per Triton instance, each with its own activated
+runner, so instances never share a session. Triton's dynamic batcher hands
+it the requests it gathered; their texts are tokenized in one call and
+padded only to the longest row of the batch (:func:`bertrt.runners.batching.pad_rows`,
+rounded up to a multiple of 8), never to ``max_length``, then split back
+per request.
+
+PyTriton answers a batch with one outcome: an exception fails every request
+gathered with it. So everything a client can get wrong is checked before the
+model runs, and the error names the request (:class:`RequestError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from bertrt.data import LABEL_NAMES
+from bertrt.metrics import softmax
+from bertrt.runners.base import Runner
+from bertrt.runners.batching import pad_rows, tokenize_unpadded
+from bertrt.serve.texts import RequestError, TextOptions, build_texts
+
+WARMUP_TEXT = "How do I read a file line by line in Python?\nI tried open() but it fails."
+
+
+class ServedModel:
+    """Tokenize, batch and score the requests of one dynamic batch with one runner."""
+
+    def __init__(
+        self, runner: Runner, tokenizer: Any, max_length: int, options: TextOptions
+    ) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.options = options
+
+    def activate(self) -> None:
+        """Load the model and run it once, so the first client never pays for warm-up."""
+        self.runner.activate()
+        self.predict([WARMUP_TEXT] * 2)
+
+    def deactivate(self) -> None:
+        self.runner.deactivate()
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities [n, classes] of built texts, padded to their longest row."""
+        encoded = tokenize_unpadded(self.tokenizer, texts, self.max_length)
+        rows = np.arange(len(texts))
+        refusal = self.runner.refusal(len(texts), int(encoded.lengths.max()))
+        if refusal:
+            raise RequestError(f"{self.runner.label} cannot take this batch: {refusal}")
+        return softmax(self.runner(pad_rows(encoded, rows))).astype(np.float32)
+
+    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, np.ndarray]]:
+        texts_per_request = []
+        for request in requests:
+            try:
+                texts_per_request.append(build_texts(request, self.options))
+            except RequestError as err:
+                others = f" (and fails the {len(requests) - 1} requests batched with it)"
+                raise RequestError(f"{err}{others if len(requests) > 1 else ''}") from None
+        flat = [t for texts in texts_per_request for t in texts]
+        probs = self.predict(flat)
+        return _split(probs, [len(t) for t in texts_per_request])
+
+
+def _split(probs: np.ndarray, sizes: list[int]) -> list[dict[str, np.ndarray]]:
+    """Per-request outputs: ``label`` BYTES [n, 1], ``probabilities`` FP32 [n, classes]."""
+    names = np.array([name.encode() for name in LABEL_NAMES], dtype=object)
+    out, start = [], 0
+    for size in sizes:
+        part = probs[start : start + size]
+        labels = names[part.argmax(axis=1)].reshape(-1, 1)
+        out.append({"label": labels, "probabilities": part})
+        start += size
+    return out

@@ -1,0 +1,267 @@
+"""``bertrt triton-repo``: a model repository NVIDIA's ``tritonserver`` container serves as is.
+
+Four models, the ensemble ``bertrt`` being the one clients call::
+
+    bertrt (ensemble)  text | title, body ─► tokenizer ─► classifier ─► postprocess ─► label, probabilities
+    tokenizer          Python backend: the run's tokenizer.json + the data stage's text builder
+    classifier         onnxruntime on model.cpu.onnx (CPU), model.int8.onnx with the TensorRT
+                       accelerator (GPU), or tensorrt_plan on engines/<p>.plan
+    postprocess        Python backend: softmax, label names
+
+Every config.pbtxt is built as tritonclient's ``ModelConfig`` protobuf (Triton's
+own schema) and printed with ``text_format``, so a field Triton does not know
+cannot be written. Names, dtypes and dims come from the ONNX graph or the
+engine sidecar, not from constants. The repository is built in a temporary
+directory beside ``--out`` and renamed into place: a failed run leaves the
+previous repository or none.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertrt.artifacts import RunDir
+from bertrt.config import Config
+from bertrt.data import LABEL_NAMES
+from bertrt.data import text as text_module
+from bertrt.errors import ConfigError, UnavailableError
+from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, load_onnx
+from bertrt.runners.registry import MODELS
+from bertrt.serve.texts import TEXT_INPUTS, TextOptions
+from bertrt.trt.metadata import read_meta
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+ONNX_DTYPES = {1: "TYPE_FP32", 7: "TYPE_INT64", 6: "TYPE_INT32", 10: "TYPE_FP16"}
+TRT_DTYPES = {"FLOAT": "TYPE_FP32", "INT64": "TYPE_INT64", "INT32": "TYPE_INT32"}
+
+
+@dataclass(frozen=True)
+class RepoOptions:
+    model: str = "onnx-cpu"  # any onnx-* or trt-* name of the registry
+    device: str = "cpu"  # cpu or gpu: the classifier's instance group
+    max_batch: int = 32
+    max_queue_delay_us: int = 2000
+    instances: int = 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str  # TYPE_* of Triton's schema
+    dims: tuple[int, ...]  # without the batch axis
+
+
+def _pb() -> Any:
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as err:
+        raise UnavailableError(
+            f"triton-repo needs tritonclient ({err}); pip install 'tritonclient[http,grpc]'"
+        ) from None
+    return model_config_pb2
+
+
+def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of an ONNX graph, batch axis dropped, dynamic axes as -1."""
+    graph = load_onnx(path, load_weights=False).graph
+
+    def spec(value: Any) -> TensorSpec:
+        dims = [
+            d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim
+        ]
+        return TensorSpec(
+            value.name, ONNX_DTYPES[value.type.tensor_type.elem_type], tuple(dims[1:])
+        )
+
+    initializers = {i.name for i in graph.initializer}
+    inputs = [spec(v) for v in graph.input if v.name not in initializers]
+    return inputs, [spec(v) for v in graph.output]
+
+
+def engine_io(run: RunDir, precision: str) -> tuple[list[TensorSpec], list[TensorSpec], int]:
+    """The engine's I/O from its sidecar, and its profile's largest batch."""
+    meta = read_meta(run.engine_meta(precision))
+    inputs = [
+        TensorSpec(
+            n,
+            TRT_DTYPES.get(
+                str(meta.io.get(n, {}).get("dtype", "INT64")).split(".")[-1], "TYPE_INT64"
+            ),
+            (-1,),
+        )
+        for n in INPUT_NAMES
+    ]
+    out = meta.io.get(OUTPUT_NAME, {})
+    output = TensorSpec(
+        OUTPUT_NAME,
+        TRT_DTYPES.get(str(out.get("dtype", "FLOAT")).split(".")[-1], "TYPE_FP32"),
+        (len(LABEL_NAMES),),
+    )
+    return inputs, [output], meta.profile.batch[2]
+
+
+def _tensors(pb: Any, specs: list[TensorSpec], kind: str) -> list[Any]:
+    cls = pb.ModelInput if kind == "input" else pb.ModelOutput
+    out = []
+    for s in specs:
+        tensor = cls(name=s.name, data_type=pb.DataType.Value(s.data_type), dims=list(s.dims))
+        if kind == "input" and s.name in TEXT_INPUTS:
+            tensor.optional = True
+        out.append(tensor)
+    return out
+
+
+def _batched(pb: Any, config: Any, options: RepoOptions, kind: str) -> Any:
+    config.max_batch_size = options.max_batch
+    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    group = config.instance_group.add()
+    group.count = options.instances
+    group.kind = pb.ModelInstanceGroup.Kind.Value(kind)
+    return config
+
+
+TEXT_SPECS = [TensorSpec(n, "TYPE_STRING", (1,)) for n in TEXT_INPUTS]
+OUT_SPECS = [
+    TensorSpec("label", "TYPE_STRING", (1,)),
+    TensorSpec("probabilities", "TYPE_FP32", (len(LABEL_NAMES),)),
+]
+
+
+def tokenizer_config(pb: Any, options: RepoOptions, inputs: list[TensorSpec]) -> Any:
+    config = pb.ModelConfig(name="tokenizer", backend="python")
+    config.input.extend(_tensors(pb, TEXT_SPECS, "input"))
+    config.output.extend(_tensors(pb, inputs, "output"))
+    return _batched(pb, config, options, "KIND_CPU")
+
+
+def postprocess_config(pb: Any, options: RepoOptions, outputs: list[TensorSpec]) -> Any:
+    config = pb.ModelConfig(name="postprocess", backend="python")
+    config.input.extend(_tensors(pb, outputs, "input"))
+    config.output.extend(_tensors(pb, OUT_SPECS, "output"))
+    return _batched(pb, config, options, "KIND_CPU")
+
+
+def classifier_config(
+    pb: Any, options: RepoOptions, io: tuple[list[TensorSpec], list[TensorSpec]], plan: bool
+) -> Any:
+    if plan:
+        config = pb.ModelConfig(name="classifier", platform="tensorrt_plan")
+    else:
+        config = pb.ModelConfig(name="classifier", backend="onnxruntime")
+    config.input.extend(_tensors(pb, io[0], "input"))
+    config.output.extend(_tensors(pb, io[1], "output"))
+    kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
+    config = _batched(pb, config, options, kind)
+    if options.device == "gpu" and not plan:
+        accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
+        accel.name = "tensorrt"
+        accel.parameters["precision_mode"] = "INT8" if "int8" in options.model else "FP16"
+    return config
+
+
+def ensemble_config(pb: Any, options: RepoOptions, inputs: list[TensorSpec]) -> Any:
+    config = pb.ModelConfig(name="bertrt", platform="ensemble", max_batch_size=options.max_batch)
+    config.input.extend(_tensors(pb, TEXT_SPECS, "input"))
+    config.output.extend(_tensors(pb, OUT_SPECS, "output"))
+    steps = config.ensemble_scheduling.step
+    tokenize = steps.add(model_name="tokenizer", model_version=-1)
+    for name in TEXT_INPUTS:
+        tokenize.input_map[name] = name
+    classify = steps.add(model_name="classifier", model_version=-1)
+    for spec in inputs:
+        tokenize.output_map[spec.name] = spec.name
+        classify.input_map[spec.name] = spec.name
+    classify.output_map[OUTPUT_NAME] = OUTPUT_NAME
+    post = steps.add(model_name="postprocess", model_version=-1)
+    post.input_map[OUTPUT_NAME] = OUTPUT_NAME
+    for spec in OUT_SPECS:
+        post.output_map[spec.name] = spec.name
+    return config
+
+
+def text_builder_source() -> str:
+    """The data stage's text functions, verbatim, without its pandas import."""
+    source = inspect.getsource(text_module)
+    constants = [line for line in source.splitlines() if line.startswith("_") and " = re." in line]
+    functions = [inspect.getsource(f) for f in (text_module.clean_body, text_module.question_text)]
+    header = '"""Copied from bertrt.data.text by `bertrt triton-repo`."""\n\n'
+    header += "from __future__ import annotations\n\nimport re\n\n"
+    return header + "\n".join(constants) + "\n\n\n" + "\n\n".join(functions)
+
+
+def _write(path: Path, config: Any) -> None:
+    from google.protobuf import text_format
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "1").mkdir(exist_ok=True)
+    (path / "config.pbtxt").write_text(text_format.MessageToString(config))
+
+
+def _classifier(run: RunDir, options: RepoOptions) -> tuple[Path, bool]:
+    """The artifact the classifier serves, and whether it is a TensorRT plan."""
+    spec = MODELS.get(options.model)
+    if spec is None or spec.framework == "torch":
+        names = ", ".join(n for n in MODELS if n != "merged")
+        raise ConfigError(f"triton-repo --model {options.model!r}: choose from {names}")
+    path = spec.artifact(run)
+    run.require("triton-repo", [path], producer=spec.producer)
+    return path, spec.framework == "tensorrt"
+
+
+def _python_model(src: str, dst: Path) -> None:
+    shutil.copyfile(Path(__file__).parent / "triton_models" / src, dst / "1" / "model.py")
+
+
+def build_repository(config: Config, run: RunDir, options: RepoOptions, root: Path) -> None:
+    """Every model directory of the repository under ``root``."""
+    pb = _pb()
+    artifact, plan = _classifier(run, options)
+    if plan:
+        inputs, outputs, max_batch = engine_io(run, options.model.split("-")[-1])
+        options = RepoOptions(
+            **{**options.__dict__, "max_batch": min(options.max_batch, max_batch)}
+        )
+    else:
+        inputs, outputs = onnx_io(artifact)
+    _write(root / "bertrt", ensemble_config(pb, options, inputs))
+    _write(root / "tokenizer", tokenizer_config(pb, options, inputs))
+    _write(root / "classifier", classifier_config(pb, options, (inputs, outputs), plan))
+    _write(root / "postprocess", postprocess_config(pb, options, outputs))
+    shutil.copyfile(artifact, root / "classifier" / "1" / ("model.plan" if plan else "model.onnx"))
+    tok = root / "tokenizer" / "1"
+    for name in TOKENIZER_FILES:
+        if (run.merged / name).is_file():
+            shutil.copyfile(run.merged / name, tok / name)
+    settings = {
+        "code_blocks": TextOptions.of(run).code_blocks,
+        "max_length": config.model.max_length,
+    }
+    (tok / "bertrt_text.json").write_text(json.dumps(settings))
+    (tok / "text_builder.py").write_text(text_builder_source())
+    _python_model("tokenizer.py", root / "tokenizer")
+    _python_model("postprocess.py", root / "postprocess")
+    (root / "postprocess" / "1" / "labels.json").write_text(json.dumps(list(LABEL_NAMES)))
+
+
+def write_repository(config: Config, run: RunDir, options: RepoOptions, out: Path) -> Path:
+    """Build beside ``out``, then swap it in: ``out`` is the old repository or the new one."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        build_repository(config, run, options, staging)
+        old = out.with_name(f".{out.name}-old")
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

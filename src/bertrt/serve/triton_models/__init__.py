@@ -1,0 +1,1 @@
+"""Python-backend models copied into a ``bertrt triton-repo`` repository (run by Triton, not here)."""

@@ -1,0 +1,76 @@
+"""Triton Python-backend model: BYTES text (or title + body) → the classifier's int64 inputs.
+
+Copied as ``tokenizer/1/model.py`` by ``bertrt triton-repo``, beside the run's
+``tokenizer.json`` and ``text_builder.py`` (the data stage's text functions),
+so the container needs only ``tokenizers`` and NumPy. Each request is padded
+to its own longest row rounded up to ``BUCKET`` tokens: the classifier's
+dynamic batcher batches only equal shapes, so a few widths batch far better
+than every width.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from text_builder import clean_body, question_text
+from tokenizers import Tokenizer
+
+BUCKET = 32
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        here = Path(__file__).parent
+        settings = json.loads((here / "bertrt_text.json").read_text())
+        self.code_blocks = settings["code_blocks"]
+        self.max_length = int(settings["max_length"])
+        self.tokenizer = Tokenizer.from_file(str(here / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_length)
+
+    def _texts(self, request: Any) -> list[str]:
+        def strings(name: str) -> list[str] | None:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                return None
+            return [bytes(x).decode("utf-8") for x in tensor.as_numpy().reshape(-1)]
+
+        text, title, body = strings("text"), strings("title"), strings("body")
+        if text is not None:
+            texts = [clean_body(t, self.code_blocks) for t in text]
+        elif title is not None or body is not None:
+            n = len(title if title is not None else body or [])
+            pairs = zip(title or [""] * n, body or [""] * n, strict=True)
+            texts = [question_text(t, b, self.code_blocks) for t, b in pairs]
+        else:
+            raise ValueError("missing input: send BYTES `text`, or `title` and/or `body`")
+        if any(not t.strip() for t in texts):
+            raise ValueError("empty text (nothing but whitespace)")
+        return texts
+
+    def _encode(self, texts: list[str]) -> list[Any]:
+        encodings = self.tokenizer.encode_batch(texts)
+        longest = max(len(e.ids) for e in encodings)
+        width = min(-(-longest // BUCKET) * BUCKET, self.max_length)
+        arrays = {n: np.zeros((len(texts), width), np.int64) for n in ("ids", "mask", "types")}
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            arrays["ids"][row, :n] = enc.ids
+            arrays["mask"][row, :n] = 1
+            arrays["types"][row, :n] = enc.type_ids
+        names = {"ids": "input_ids", "mask": "attention_mask", "types": "token_type_ids"}
+        return [pb_utils.Tensor(names[k], v) for k, v in arrays.items()]
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses = []
+        for request in requests:  # one bad request gets its own error, the others their answer
+            try:
+                tensors = self._encode(self._texts(request))
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            except (ValueError, UnicodeDecodeError) as err:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err))))
+        return responses
