@@ -40,6 +40,15 @@ def cpu_flags() -> list[str]:
     return []
 
 
+def nominal_ghz() -> float | None:
+    """The clock the kernel reports for the first core; None where it says nothing."""
+    for line in _cpuinfo().splitlines():
+        if line.lower().startswith("cpu mhz"):
+            with contextlib.suppress(ValueError):
+                return float(line.split(":", 1)[1]) / 1000.0
+    return None
+
+
 def cpu_has_native_bf16() -> bool:
     """AMX or AVX-512 BF16: bf16 autocast is then faster than fp32, not emulated."""
     return bool({"amx_bf16", "avx512_bf16"} & set(cpu_flags()))

@@ -77,8 +77,14 @@ def bench_run(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> RunD
 
 def test_discovery_lists_runners_and_why_others_are_skipped(bench_run: RunDir) -> None:
     found = discover(bench_run, threads=1)
-    assert found.labels() == ["torch/fp32/cpu", "torch/bf16-autocast/cpu", "onnxruntime/fp32/cpu"]
+    assert found.labels() == [
+        "torch/fp32/cpu",
+        "torch/bf16-autocast/cpu",
+        "onnxruntime/fp32/cpu",
+        "openvino/fp32/cpu",  # OpenVINO out of the box on the exported model.onnx
+    ]
     reasons = {s["backend"]: s["reason"] for s in found.skipped}
+    assert "bertrt calibrate" in reasons["openvino/int8/cpu"]
     assert "bertrt calibrate" in reasons["onnxruntime/int8/cpu"]
     assert "bertrt export" in reasons["onnxruntime/opt/cpu"]
     assert "tensorrt" in reasons["tensorrt/int8/cuda"]
@@ -191,7 +197,7 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
     assert saved == json.loads(json.dumps(results.report))
     assert (out / "results.csv").read_text().splitlines()[0] == CSV_HEADER
     cells = {(r["backend"], r["batch"], r["seq"]) for r in saved["latency"]}
-    assert ("onnxruntime/fp32/cpu", 4, 16) in cells and len(cells) == 6
+    assert ("onnxruntime/fp32/cpu", 4, 16) in cells and len(cells) == 8
     assert any("max_position_embeddings" in s["reason"] for s in saved["skipped"])
     for row in saved["latency"]:
         assert {"p50_ms", "p90_ms", "p99_ms", "samples_per_s", "precision", "device"} <= set(row)
@@ -221,7 +227,7 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
         k: v for k, v in RESULTS_SCHEMA.items() if k != "reproducibility"
     }
     section = again.report["reproducibility"]
-    assert section["comparable"] and section["cells"] == 6 and not section["models_changed"]
+    assert section["comparable"] and section["cells"] == 8 and not section["models_changed"]
     assert set(saved["backend_models"]) == {c[0] for c in cells}
     onnx_hash = saved["backend_models"]["onnxruntime/fp32/cpu"]["onnx/model.onnx"]
     assert onnx_hash == sha256_path(bench_run.onnx("fp32"))

@@ -25,7 +25,8 @@ from bertrt.bench.results import (
 from bertrt.config import BenchConfig
 
 # Not structure: which GPU, which packages, which backends and model files.
-OPAQUE = {"machine.versions", "machine.gpu", "backend_models"}
+# Present with either a value or null, depending on the run and machine.
+OPAQUE = {"machine.versions", "machine.gpu", "backend_models", "cpu_model", "roofline"}
 CSV_HEADER = (
     "backend,framework,variant,precision,device,batch,seq,p50_ms,p90_ms,p99_ms,mean_ms,"
     "samples_per_s,speedup_vs_torch_fp32,iterations,repeats,timer,accuracy,f1,agreement,"
@@ -238,6 +239,8 @@ RESULTS_SCHEMA: dict[str, Any] = {
         ],
     },
     "runs_in_history": "int",
+    "cpu_model": "any",
+    "roofline": "any",
 }
 
 

@@ -22,6 +22,7 @@ from bertrt.calibration import (
 from bertrt.calibration.quantize import prepare_model, quantized_nodes
 from bertrt.config import load_config
 from bertrt.errors import ConfigError, StaleArtifactError
+from bertrt.hardware import cpu_flags, cpu_model
 from bertrt.modeling import load_tokenizer
 from bertrt.trt.onnx_support import check_trt_ready
 from tests.conftest import make_trained_run
@@ -34,7 +35,8 @@ SMALL = [
     "calibration.rows=32",
     "calibration.batch_size=8",
     "calibration.eval_rows=48",
-    "calibration.cpu_candidates=[dynamic-int8,static-u8s8-folded,fp32-opt]",
+    "calibration.cpu_candidates=[dynamic-int8,static-u8s8-folded,fp32-opt,"
+    "openvino-fp32,openvino-nncf-int8,openvino-qdq]",
 ]
 
 
@@ -149,7 +151,15 @@ def test_calibrate_stage_writes_models_and_report(exported: RunDir) -> None:
     val_rows = sum(read_json(exported.split)["counts"]["val"].values())
     assert saved["eval_rows"] == min(48, val_rows) and saved["calibration_rows"] == 32
     cands = {c["name"]: c for c in saved["cpu"]["candidates"]}
-    assert set(cands) == {"dynamic-int8", "static-u8s8-folded", "fp32-opt"}
+    assert set(cands) == {
+        "dynamic-int8",
+        "static-u8s8-folded",
+        "fp32-opt",
+        "openvino-fp32",
+        "openvino-nncf-int8",
+        "openvino-qdq",
+    }
+    assert {c["runtime"] for c in cands.values()} == {"onnxruntime", "openvino"}
     # 2 layers: q, k, v, attention-out and FFN-out biases, and the attention scale, per layer
     folds = cands["static-u8s8-folded"]["graph"]
     assert folds["biases_folded"] == 2 * 5 and folds["scales_folded"] == 2
@@ -166,9 +176,18 @@ def test_calibrate_stage_writes_models_and_report(exported: RunDir) -> None:
     assert list(record["outputs"]) == [
         "onnx/model.int8.onnx",
         "onnx/model.cpu.onnx",
+        "openvino",
+        "cpu.json",
         "calibration/report.json",
         "calibration/ranges.json",
     ]
+    assert exported.openvino_ir("int8").is_file()
+    assert exported.openvino_ir("int8").with_suffix(".bin").is_file()
+    choice = read_json(exported.cpu_choice)
+    assert choice["candidate"] == saved["cpu"]["chosen"]
+    assert choice["model"] in {"onnx-cpu", "ov-fp32", "ov-int8", "ov-qdq"}
+    assert choice["candidates"][saved["cpu"]["onnxruntime_chosen"]]["model"] == "onnx-cpu"
+    assert choice["isa_flags"] == cpu_flags() and choice["cpu"] == cpu_model()
     assert record["extra"]["int8"]["chosen"] == saved["int8"]["chosen"]
     assert not list(exported.root.glob(".staging-*")) and not list(exported.onnx_dir.glob(".*"))
     batch = {
@@ -176,7 +195,7 @@ def test_calibrate_stage_writes_models_and_report(exported: RunDir) -> None:
         "attention_mask": np.ones((1, 3), dtype=np.int64),
         "token_type_ids": np.zeros((1, 3), dtype=np.int64),
     }
-    for model in ("onnx-int8", "onnx-cpu"):
+    for model in ("onnx-int8", "onnx-cpu", "ov-fp32", "ov-int8", "ov-qdq", "cpu"):
         with runner_for_model(exported, model, threads=1) as runner:
             assert runner(batch).shape == (1, 2)
 

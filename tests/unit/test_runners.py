@@ -71,7 +71,7 @@ def test_predict_logits_returns_rows_in_the_callers_order(tiny_base: Path) -> No
     assert [r.tolist() for r, _ in sub.batches] == [[0, 1]]
 
 
-def test_model_names_cover_torch_onnx_and_tensorrt() -> None:
+def test_model_names_cover_every_runtime() -> None:
     assert MODEL_NAMES == (
         "merged",
         "onnx-fp32",
@@ -79,6 +79,10 @@ def test_model_names_cover_torch_onnx_and_tensorrt() -> None:
         "onnx-fp16",
         "onnx-int8",
         "onnx-cpu",
+        "ov-fp32",
+        "ov-int8",
+        "ov-qdq",
+        "cpu",
         "trt-fp16",
         "trt-int8",
     )
@@ -167,3 +171,19 @@ def test_a_tensorrt_runner_with_cuda_graphs_can_be_picked_as_best(
         score |= {"closed_recall": 0.8, "agreement": 1.0, "max_abs_diff": 0.0}
         accuracy.append(AccuracyRow.from_score(who, score))
     assert choose_best(latency, accuracy, budget_points=0.5) == "tensorrt/int8-graphs/cuda"
+
+
+def test_openvino_runs_the_projects_onnx_like_onnxruntime(tiny_base: Path, tmp_path: Path) -> None:
+    from bertrt.export.onnx_export import export_onnx, load_torch_model
+    from bertrt.runners.openvino_runner import OpenVinoRunner
+
+    path = tmp_path / "model.onnx"
+    sample = {name: np.ones((2, 8), dtype=np.int64) for name in INPUT_NAMES}
+    export_onnx(load_torch_model(tiny_base), path, sample, opset=17)
+    rows = TokenizedRows.build(load_tokenizer(tiny_base), ["a b c", "why " * 20], 32, 2)
+    with OpenVinoRunner(path, threads=1, inference_precision="f32") as ov:
+        assert ov.label == "openvino/fp32/cpu"
+        got = predict_logits(ov, rows)
+    with OrtRunner(path, threads=1) as ort:
+        want = predict_logits(ort, rows)
+    assert np.abs(got - want).max() < 1e-4

@@ -153,7 +153,38 @@ def summary_targets(results: BenchResults, budget_points: float) -> list[Target]
         name = f"best ONNX Runtime vs strongest PyTorch CPU, batch {big}, seq {seq}"
         out.append(_speed_target(name, 1.5, strongest, best_big, 1))
     best = {b.backend for b in (best_small, best_big) if b}
+    if results.cpu_model:
+        best.add(results.cpu_model)
+        out += _cpu_model_targets(results, small, big, seq)
     return out + _accuracy_targets(accuracy, best, budget_points) + _e2e_targets(results.e2e)
+
+
+# The run's `cpu` model against what a user would pick instead: (peer label, batch
+# "small"/"big", goal with AMX, goal without). OpenVINO out of the box is the
+# exported model.onnx on OpenVINO's defaults, NNCF INT8 its transformer preset.
+CPU_MODEL_GOALS = (
+    ("openvino/fp32/cpu", "big", 1.1, 1.0),
+    ("openvino/int8/cpu", "big", 1.0, 1.0),
+    ("torch/bf16-autocast/cpu", "big", 1.7, 1.5),
+    ("openvino/fp32/cpu", "small", 1.0, 1.0),
+    ("torch/fp32/cpu", "small", 3.0, 3.0),
+)
+
+
+def _cpu_model_targets(results: BenchResults, small: int, big: int, seq: int) -> list[Target]:
+    """The `cpu` model's margin over each peer, with the goal for this machine's ISA."""
+    amx = "amx_bf16" in results.machine.get("cpu_flags", [])
+    out = []
+    for peer, which, with_amx, without in CPU_MODEL_GOALS:
+        batch = big if which == "big" else small
+        mine = _fastest(results.latency, {str(results.cpu_model)}, batch, seq)
+        theirs = _fastest(results.latency, {peer}, batch, seq)
+        if mine is None or theirs is None:
+            continue
+        goal = with_amx if amx else without
+        name = f"cpu model vs {peer}, batch {batch}, seq {seq} ({'AMX' if amx else 'no AMX'})"
+        out.append(_speed_target(name, goal, theirs, mine, 1 if batch > 1 else 2))
+    return out
 
 
 def _accuracy_targets(accuracy: list[AccuracyRow], best: set[str], budget: float) -> list[Target]:
@@ -247,6 +278,7 @@ def to_markdown(results: BenchResults, plots: list[str]) -> str:
         *_header(results),
         *_load_warning(results.machine),
         *_targets(results.targets),
+        *_cpu_model(results),
         *reproducibility.markdown(results.reproducibility or {}),
         *_latency(results.latency, results.runs_in_history),
         *_accuracy(results.accuracy, results.reference),
@@ -255,6 +287,36 @@ def to_markdown(results: BenchResults, plots: list[str]) -> str:
         *_plots(plots),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _cpu_model(results: BenchResults) -> list[str]:
+    """Which runner is the run's `cpu` model, and how much of the CPU's peak it reaches."""
+    if results.cpu_model is None:
+        return []
+    lines = [
+        "## CPU model",
+        "",
+        f"`bertrt calibrate` chose `{results.cpu_model}` as this run's `cpu` model (cpu.json). "
+        "The OpenVINO rows are what a user would pick instead: `openvino/fp32/cpu` is "
+        "OpenVINO on the exported model.onnx with its defaults, `openvino/int8/cpu` NNCF's "
+        "INT8 with its transformer preset.",
+        "",
+    ]
+    line = results.roofline
+    if line:
+        peak = (
+            f"{line['peak_tflops']:.2f} TFLOP/s peak ({line['peak_unit']}, {line['precision']}, "
+            f"nominal clock, {results.machine.get('cores')} cores): "
+            f"{line['fraction_of_peak']:.0%} of it"
+            if line["peak_tflops"]
+            else "peak unknown (no clock in /proc/cpuinfo)"
+        )
+        lines += [
+            f"Roofline at batch {line['batch']} x seq {line['seq']}: {line['gflop']:.1f} GFLOP "
+            f"per batch, {line['achieved_tflops']:.3f} TFLOP/s achieved; {peak}.",
+            "",
+        ]
+    return lines
 
 
 def _header(results: BenchResults) -> list[str]:

@@ -190,6 +190,10 @@ class BenchResults:
     # reproducibility.compare(): absent from results.json on a first run.
     reproducibility: dict[str, Any] | None = None
     runs_in_history: int = 1
+    # The label of the run's `cpu` model (cpu.json), when calibrate chose one.
+    cpu_model: str | None = None
+    # bench.roofline.Roofline of the cpu model at the largest batch, as a dict.
+    roofline: dict[str, Any] | None = None
 
     @property
     def quick(self) -> bool:
@@ -215,6 +219,8 @@ class BenchResults:
             "written_at": self.written_at,
             "reproducibility": self.reproducibility,
             "runs_in_history": self.runs_in_history,
+            "cpu_model": self.cpu_model,
+            "roofline": self.roofline,
         }
         if self.reproducibility is None:
             del out["reproducibility"]

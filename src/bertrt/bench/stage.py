@@ -42,7 +42,13 @@ from bertrt.bench.machine import (
     pin_threads,
     steal_percent,
 )
-from bertrt.bench.report import add_speedups, choose_best, summary_targets, write_reports
+from bertrt.bench.report import (
+    add_speedups,
+    choose_best,
+    summary_targets,
+    target_shape,
+    write_reports,
+)
 from bertrt.bench.results import (
     AccuracyRow,
     Backend,
@@ -52,13 +58,21 @@ from bertrt.bench.results import (
     LatencyRow,
     ModelInfo,
 )
+from bertrt.bench.roofline import roofline
 from bertrt.bench.timing import ShapeTimer, TimingPlan, interleave, synthetic_batch
 from bertrt.config import BenchConfig, Config
-from bertrt.errors import BertrtError, ConfigError
+from bertrt.errors import BertrtError, ConfigError, MissingArtifactError, StaleArtifactError
 from bertrt.hardware import cuda_available
 from bertrt.runners.base import Runner
 from bertrt.runners.predict import TokenizedRows
-from bertrt.runners.registry import Candidate, Discovery, discover, selected
+from bertrt.runners.registry import (
+    MODELS,
+    Candidate,
+    Discovery,
+    discover,
+    runner_for_model,
+    selected,
+)
 from bertrt.runners.torch_runner import TorchRunner
 from bertrt.stages import StageResult, stage
 
@@ -92,7 +106,7 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
     found = _discover(config, run, threads)
     model = _model_info(run)
     grid = _grid(cfg, model.max_position_embeddings, found)
-    test = load_split(run, ("test",))["test"]
+    test = load_split(run, ("test",), csv=config.data.csv)["test"]
     tokenizer, eval_set = _eval_set(config, run, test)
     phase, times = StageTimer(), cpu_times()
     latency, logits, runners = _measure_all(
@@ -123,6 +137,8 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
         backend_models=_backend_models(run, ran),
         phases=phases,
     )
+    results.cpu_model, precision = _cpu_model(run, config.threads)
+    results.roofline = _roofline(run, results, precision)
     results.targets = summary_targets(results, config.accuracy_budget)
     return results, list(runners), {p for c in ran for p in c.inputs if p.exists()}
 
@@ -162,11 +178,33 @@ def _discover(config: Config, run: RunDir, threads: int) -> Discovery:
         cuda_graphs=config.engines.cuda_graphs,
     )
     if not found.runners:
-        raise ConfigError(
-            f"bench: no runner left (bench.backends={cfg.backends}); skipped: "
-            + "; ".join(f"{s['backend']}: {s['reason']}" for s in found.skipped)
-        )
+        raise _no_runner(config, run, found)
     return found
+
+
+def _no_runner(config: Config, run: RunDir, found: Discovery) -> BertrtError:
+    """Why nothing is left to bench, with the exit code of the cause.
+
+    A selected backend dropped because its model is missing or changed since
+    its stage wrote it is an artifact problem (exit 4, naming the stage to
+    rerun), not a configuration one; only a selection that leaves nothing for
+    other reasons is exit 2. The registry's reason for a dropped model names
+    its path, so the model is found by path and checked again for the typed error.
+    """
+    patterns = config.bench.backends
+    reasons = [s["reason"] for s in found.skipped if selected(s["backend"], patterns)]
+    for spec in MODELS.values():
+        path = spec.artifact(run)
+        if not any(str(path) in reason for reason in reasons):
+            continue
+        try:
+            run.require("bench", [path], producer=spec.producer)
+        except (MissingArtifactError, StaleArtifactError) as err:
+            return type(err)(f"bench: no runner left (bench.backends={patterns}): {err}")
+    return ConfigError(
+        f"bench: no runner left (bench.backends={patterns}); skipped: "
+        + "; ".join(f"{s['backend']}: {s['reason']}" for s in found.skipped)
+    )
 
 
 def _measure_all(
@@ -274,6 +312,50 @@ def _model_info(run: RunDir) -> ModelInfo:
         vocab_size=int(cfg.vocab_size),
         max_position_embeddings=int(getattr(cfg, "max_position_embeddings", 512)),
     )
+
+
+def _cpu_model(run: RunDir, threads: int | None) -> tuple[str | None, str]:
+    """The label of the run's `cpu` model and the precision its matmuls run in, if chosen.
+
+    Building the runner (not activating it) also warns when cpu.json was
+    chosen on a CPU with other ISA flags than this one.
+    """
+    if not run.cpu_choice.is_file():
+        return None, "fp32"
+    try:
+        runner = runner_for_model(run, "cpu", threads, stage="bench")
+    except BertrtError as err:
+        log.warning("bench: no cpu model: %s", err)
+        return None, "fp32"
+    if runner.precision == "int8":
+        return runner.label, "int8"
+    if runner.name == "openvino" and getattr(runner, "inference_precision", "") == "bf16":
+        return runner.label, "bf16"
+    return runner.label, "fp32"
+
+
+def _roofline(run: RunDir, results: BenchResults, precision: str) -> dict[str, Any] | None:
+    """Achieved vs peak TFLOP/s of the cpu model at the largest batch (see bench.roofline)."""
+    from transformers import AutoConfig
+
+    shape = target_shape(results.latency)
+    if results.cpu_model is None or shape is None:
+        return None
+    _, big, seq = shape
+    row = next(
+        (
+            r
+            for r in results.latency
+            if (r.backend, r.batch, r.seq) == (results.cpu_model, big, seq)
+        ),
+        None,
+    )
+    if row is None:
+        return None
+    cfg = AutoConfig.from_pretrained(str(run.merged))
+    dims = (cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size)
+    flags, cores = results.machine.get("cpu_flags", []), int(results.machine.get("cores", 1))
+    return roofline(row.backend, row.p50_ms, big, seq, dims, precision, flags, cores).to_dict()
 
 
 def _backend_models(run: RunDir, ran: list[Candidate]) -> dict[str, dict[str, str | None]]:

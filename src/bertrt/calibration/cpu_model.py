@@ -1,4 +1,4 @@
-"""The CPU deployment model: the fastest ONNX Runtime CPU graph within the accuracy budget.
+"""The CPU deployment model: the fastest CPU graph and runtime within the accuracy budget.
 
 The Q/DQ model TensorRT wants (signed int8 activations) is slow on ONNX
 Runtime's CPU provider: only half its MatMuls map to int8 kernels
@@ -12,15 +12,25 @@ own model, chosen among:
   form ORT's CPU kernels fuse), MatMul/Gemm inputs only;
 * ``static-u8s8-folded``: the same, optimized offline by ORT with the bias
   Adds and attention scale folded into its int8 matmuls (:mod:`cpu_graph`);
-* ``fp32-opt``: the fused fp32 graph, the fallback that is always in budget.
+* ``fp32-opt``: the fused fp32 graph, the fallback that is always in budget;
 
-Each is scored on validation accuracy and timed at seq = max_length; the
-fastest within the budget wins (score: geometric mean of batch-1 latency and
-batch-32 per-row latency).
+and, run by OpenVINO's CPU plugin (bf16 where the CPU has it natively, which
+on Intel CPUs with AMX beats every ONNX Runtime graph; docs/findings.md,
+"Other runtimes"):
+
+* ``openvino-fp32``: the exported model.onnx as it is;
+* ``openvino-nncf-int8``: NNCF's int8 IR, calibrated on the same rows;
+* ``openvino-qdq``: the Q/DQ model.int8.onnx calibrated for TensorRT.
+
+Each is scored on validation accuracy and timed at seq = max_length on this
+machine; the fastest within the budget wins (score: geometric mean of
+batch-1 latency and batch-32 per-row latency). Which one that is depends on
+the CPU, so the choice is recorded with the CPU's name and ISA flags.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import statistics
@@ -33,20 +43,41 @@ from typing import Any
 import numpy as np
 
 from bertrt.calibration.cpu_graph import FoldReport, optimize_for_ort_cpu
+from bertrt.calibration.openvino_int8 import quantize_nncf
 from bertrt.calibration.quantize import quantize_qdq, quiet_ort
-from bertrt.calibration.sweep import accuracy_of, logits
+from bertrt.calibration.sweep import accuracy_of
 from bertrt.errors import ConfigError
+from bertrt.hardware import cpu_flags, cpu_model, usable_cores
 from bertrt.modeling import Batch
+from bertrt.runners.base import Runner
+from bertrt.runners.openvino_runner import OpenVinoRunner, openvino_missing
 from bertrt.runners.ort_runner import OrtRunner
-from bertrt.runners.predict import TokenizedRows
+from bertrt.runners.predict import TokenizedRows, predict_logits
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class CandidateSpec:
+    """How to make one candidate and which runtime runs it."""
+
+    name: str
+    source: str  # what it is made from, for the report
+    path: Path  # the file the runtime loads
+    build: Callable[[], object] | None  # None: ``path`` exists already
+    runtime: str = "onnxruntime"  # or "openvino"
+
+    def runner(self, threads: int | None) -> Runner:
+        if self.runtime == "openvino":
+            return OpenVinoRunner(self.path, threads=threads, variant=self.name)
+        return OrtRunner(self.path, threads=threads, variant=self.name)
 
 
 @dataclass
 class CpuCandidate:
     name: str
     source: str
+    runtime: str = "onnxruntime"
     val_accuracy: float = 0.0
     drop: float = 0.0
     drop_se: float = 0.0
@@ -78,11 +109,9 @@ def quantize_dynamic_int8(src: Path, dst: Path) -> None:
         )
 
 
-def measure_latency(
-    path: Path, batch: Batch, iterations: int, warmup: int = 2, threads: int | None = None
-) -> float:
+def measure_latency(runner: Runner, batch: Batch, iterations: int, warmup: int = 2) -> float:
     """Median ms of one inference on ``batch``."""
-    with OrtRunner(path, threads=threads) as runner:
+    with runner:
         prepared = runner.prepare(batch)
         for _ in range(warmup):
             runner.infer(prepared)
@@ -100,26 +129,46 @@ CPU_CANDIDATES = (
     "static-u8s8",
     "static-u8s8-folded",
     "fp32-opt",
+    "openvino-fp32",
+    "openvino-nncf-int8",
+    "openvino-qdq",
 )
+OPENVINO_CANDIDATES = {"openvino-fp32", "openvino-nncf-int8", "openvino-qdq"}
+
+
+@dataclass(frozen=True)
+class CandidateInputs:
+    """The files and rows the candidates are made from."""
+
+    fp32: Path  # model.onnx
+    opt: Path  # model.opt.onnx
+    prepared: Path  # model.onnx after ORT's quantization pre-processing
+    qdq: Path  # the Q/DQ int8 model chosen for TensorRT (staged)
+    calibration: Sequence[Batch]  # training batches, for NNCF
+    nncf_ir: Path  # where the NNCF IR is written (published as openvino/model.int8.xml)
 
 
 def build_candidates(
     names: Sequence[str],
-    fp32: Path,
-    opt: Path,
-    prepared: Path,
+    inputs: CandidateInputs,
     u8_ranges: Callable[[], Any],
     workdir: Path,
-) -> dict[str, tuple[Path, str, Callable[[], object]]]:
-    """name -> (path, source description, builder); ``u8_ranges`` calibrates lazily."""
+) -> list[CandidateSpec]:
+    """The named candidates; ``u8_ranges`` calibrates lazily. OpenVINO ones are left out,
+    with a warning, where OpenVINO is not installed."""
     unknown = sorted(set(names) - set(CPU_CANDIDATES))
     if unknown:
         raise ConfigError(
             f"calibration.cpu_candidates: unknown {unknown}; choose from {list(CPU_CANDIDATES)}"
         )
+    missing = openvino_missing()
+    if missing and OPENVINO_CANDIDATES & set(names):
+        log.warning("calibrate: OpenVINO candidates skipped: %s", missing)
+        names = [n for n in names if n not in OPENVINO_CANDIDATES]
+    fp32, opt = inputs.fp32, inputs.opt
 
     def static_u8s8(path: Path) -> None:
-        quantize_qdq(prepared, u8_ranges(), path, activation_signed=False)
+        quantize_qdq(inputs.prepared, u8_ranges(), path, activation_signed=False)
 
     def folded(path: Path) -> FoldReport:
         plain = workdir / "cpu-static-u8s8.onnx"
@@ -134,24 +183,32 @@ def build_candidates(
         "static-u8s8-folded": ("model.onnx", folded),
         "fp32-opt": ("model.opt.onnx", lambda p: shutil.copyfile(opt, p)),
     }
-    out: dict[str, tuple[Path, str, Callable[[], object]]] = {}
+    specs = []
     for name in names:
-        source, build = builders[name]
-        path = workdir / f"cpu-{name}.onnx"
-        out[name] = (path, source, lambda b=build, p=path: b(p))  # type: ignore[misc]
-    return out
+        if name == "openvino-fp32":
+            specs.append(CandidateSpec(name, "model.onnx", fp32, None, "openvino"))
+        elif name == "openvino-qdq":
+            specs.append(CandidateSpec(name, "model.int8.onnx", inputs.qdq, None, "openvino"))
+        elif name == "openvino-nncf-int8":
+            build_ir = functools.partial(quantize_nncf, fp32, inputs.calibration, inputs.nncf_ir)
+            specs.append(CandidateSpec(name, "model.onnx", inputs.nncf_ir, build_ir, "openvino"))
+        else:
+            source, build = builders[name]
+            path = workdir / f"cpu-{name}.onnx"
+            specs.append(CandidateSpec(name, source, path, functools.partial(build, path)))
+    return specs
 
 
 def choose_cpu_model(
-    candidates: dict[str, tuple[Path, str, Callable[[], object]]],
+    candidates: Sequence[CandidateSpec],
     data: TokenizedRows,
     fp32_logits: np.ndarray,
     budget: float,
     timing_batches: Sequence[Batch],
     rounds: int = 3,
     threads: int | None = None,
-) -> tuple[CpuCandidate, list[CpuCandidate], Path]:
-    """Build, score and time each candidate; return the winner, all results and its path.
+) -> list[CpuCandidate]:
+    """Build, score and time each candidate (in ``candidates``' order); see :func:`pick`.
 
     A candidate is within budget when its validation drop plus one standard
     error of that drop (paired with fp32, row by row) stays within ``budget``:
@@ -162,34 +219,36 @@ def choose_cpu_model(
     one's best median: a burst of load from other processes then slows one
     round, not one candidate.
     """
-    results = [
-        (_build_and_score(name, spec, data, fp32_logits, budget), spec[0])
-        for name, spec in candidates.items()
-    ]
+    results = [(_build_and_score(spec, data, fp32_logits, budget), spec) for spec in candidates]
     _time(results, timing_batches, rounds, threads)
-    eligible = [r for r in results if r[0].within_budget]
+    return [cand for cand, _ in results]
+
+
+def pick(candidates: Sequence[CpuCandidate], runtime: str | None = None) -> CpuCandidate:
+    """The fastest candidate within budget (of ``runtime``, if given); if none is, the most
+    accurate, so a run always has a CPU model."""
+    pool = [c for c in candidates if runtime is None or c.runtime == runtime]
+    if not pool:
+        raise ConfigError(f"calibrate: no CPU candidate runs on {runtime}")
+    eligible = [c for c in pool if c.within_budget]
     if eligible:
-        best, path = min(eligible, key=lambda r: (r[0].score_ms, -r[0].val_accuracy))
-    else:  # nothing in budget (not even fp32-opt): keep the most accurate
-        best, path = max(results, key=lambda r: r[0].val_accuracy)
-    return best, [c for c, _ in results], path
+        return min(eligible, key=lambda c: (c.score_ms, -c.val_accuracy))
+    return max(pool, key=lambda c: c.val_accuracy)
 
 
 def _build_and_score(
-    name: str,
-    spec: tuple[Path, str, Callable[[], object]],
-    data: TokenizedRows,
-    fp32_logits: np.ndarray,
-    budget: float,
+    spec: CandidateSpec, data: TokenizedRows, fp32_logits: np.ndarray, budget: float
 ) -> CpuCandidate:
     """Build one candidate and score its validation drop against fp32, row by row."""
-    path, source, build = spec
     start = time.perf_counter()
-    built = build()
-    cand = CpuCandidate(name, source, build_s=round(time.perf_counter() - start, 2))
+    built = spec.build() if spec.build is not None else None
+    cand = CpuCandidate(
+        spec.name, spec.source, spec.runtime, build_s=round(time.perf_counter() - start, 2)
+    )
     if isinstance(built, FoldReport):
         cand.graph = asdict(built)
-    out = logits(path, data)
+    with spec.runner(None) as runner:
+        out = predict_logits(runner, data)
     cand.val_accuracy = accuracy_of(out, data)
     fp32_correct = (fp32_logits.argmax(axis=1) == data.labels).astype(np.float64)
     diff = fp32_correct - (out.argmax(axis=1) == data.labels)
@@ -200,7 +259,7 @@ def _build_and_score(
 
 
 def _time(
-    results: list[tuple[CpuCandidate, Path]],
+    results: list[tuple[CpuCandidate, CandidateSpec]],
     timing_batches: Sequence[Batch],
     rounds: int,
     threads: int | None,
@@ -210,10 +269,10 @@ def _time(
     best_b1 = {c.name: float("inf") for c, _ in results}
     best_b32 = dict(best_b1)
     for _ in range(rounds):
-        for cand, path in results:
-            b1_ms = measure_latency(path, b1, 10, threads=threads)
+        for cand, spec in results:
+            b1_ms = measure_latency(spec.runner(threads), b1, 10)
             best_b1[cand.name] = min(best_b1[cand.name], b1_ms)
-            b32_ms = measure_latency(path, b32, 1, 1, threads)
+            b32_ms = measure_latency(spec.runner(threads), b32, 1, 1)
             best_b32[cand.name] = min(best_b32[cand.name], b32_ms)
     for cand, _ in results:
         cand.latency_ms_b1 = round(best_b1[cand.name], 3)
@@ -226,3 +285,42 @@ def _time(
             cand.latency_ms_b1,
             cand.latency_ms_b32,
         )
+
+
+# The model name (bertrt.runners.registry) each candidate is published as.
+REGISTRY_NAMES = {
+    "openvino-fp32": "ov-fp32",
+    "openvino-nncf-int8": "ov-int8",
+    "openvino-qdq": "ov-qdq",
+}
+
+
+def cpu_choice_document(candidates: Sequence[CpuCandidate], threads: int | None) -> dict[str, Any]:
+    """cpu.json: the run's `cpu` model, and the CPU and ISA it was chosen on.
+
+    The fastest runtime differs between CPUs (OpenVINO's bf16 kernels win on
+    AMX, ONNX Runtime's int8 graph on an AVX-512 EPYC), so a run moved to a
+    CPU with other flags is warned before it serves or benches.
+    """
+    best = pick(candidates)
+    best_ort = pick(candidates, runtime="onnxruntime")
+    published = {best_ort.name: "onnx-cpu", **REGISTRY_NAMES}
+    return {
+        "model": published[best.name],
+        "candidate": best.name,
+        "runtime": best.runtime,
+        "cpu": cpu_model(),
+        "isa_flags": cpu_flags(),
+        "threads": threads or usable_cores(),
+        "candidates": {
+            c.name: {
+                "model": published.get(c.name),
+                "runtime": c.runtime,
+                "within_budget": c.within_budget,
+                "val_accuracy": c.val_accuracy,
+                "latency_ms_b1": c.latency_ms_b1,
+                "latency_ms_b32": c.latency_ms_b32,
+            }
+            for c in candidates
+        },
+    }

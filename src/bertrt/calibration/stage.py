@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from bertrt.artifacts import RunDir, write_json
-from bertrt.calibration.cpu_model import CpuCandidate, build_candidates, choose_cpu_model
+from bertrt.calibration.cpu_model import (
+    CandidateInputs,
+    CpuCandidate,
+    build_candidates,
+    choose_cpu_model,
+    cpu_choice_document,
+    pick,
+)
 from bertrt.calibration.quantize import (
     Candidate,
     calibrate_ranges,
@@ -62,22 +69,22 @@ def run(config: Config, rundir: RunDir) -> StageResult:
         int8.report["tensorrt_check"] = check_trt_ready(
             load_onnx(int8.path), rundir.onnx("int8").name
         ).to_dict()
-        best_cpu, cpu_all, cpu_path = _choose_cpu(
-            config, rundir, prepared, rows, fp32_out, out.scratch
-        )
+        cpu = _choose_cpu(config, rundir, prepared, int8.path, rows, fp32_out, out.scratch)
+        best_cpu = cpu.best
         out.report = {
             **_report_header(config, rows),
             "fp32_val_accuracy": fp32_acc,
             "int8": int8.report,
             "cpu": {
                 "chosen": best_cpu.name,
+                "onnxruntime_chosen": cpu.best_ort.name,
                 "timing": f"ms at seq {config.model.max_length}, batch 1 and 32, "
                 f"{config.threads or usable_cores()} threads: "
                 "best of 3 round-robin medians",
-                "candidates": [c.to_dict() for c in cpu_all],
+                "candidates": [c.to_dict() for c in cpu.candidates],
             },
         }
-        _publish(out, int8, cpu_path)
+        _publish(out, int8, cpu, config.threads)
         out.facts = _facts(out.report, best_cpu)
         out.summary = (
             f"calibrate: int8 {int8.scored.name} val {int8.scored.val_accuracy:.2f}% "
@@ -99,7 +106,7 @@ class _Rows:
     def load(cls, config: Config, rundir: RunDir) -> _Rows:
         cfg, max_length = config.calibration, config.model.max_length
         tokenizer = load_tokenizer(rundir.merged)
-        splits = load_split(rundir, ("train", "val"))
+        splits = load_split(rundir, ("train", "val"), csv=config.data.csv)
         texts = calibration_texts(splits["train"], cfg.rows, cfg.batch_size, config.seed)
         reader = CalibrationReader(tokenized_batches(tokenizer, texts, cfg.batch_size, max_length))
         val = splits["val"] if cfg.eval_rows is None else splits["val"].head(cfg.eval_rows)
@@ -120,11 +127,14 @@ def _report_header(config: Config, rows: _Rows) -> dict[str, Any]:
     }
 
 
-def _publish(out: Staging, int8: _Int8Choice, cpu_path: Path) -> None:
+def _publish(out: Staging, int8: _Int8Choice, cpu: _CpuChoice, threads: int | None) -> None:
     """Stage the chosen models, the report and the ranges (manifest order: as listed)."""
     rundir = out.rundir
     os.replace(int8.path, out.path(rundir.onnx("int8")))
-    os.replace(cpu_path, out.path(rundir.onnx("cpu")))
+    os.replace(cpu.best_ort_path, out.path(rundir.onnx("cpu")))
+    if cpu.nncf_ir.is_file():
+        os.replace(cpu.nncf_ir.parent, out.path(rundir.openvino_dir))
+    write_json(out.path(rundir.cpu_choice), cpu_choice_document(cpu.candidates, threads))
     report_path = out.path(rundir.calibration_dir / "report.json")
     _save_ranges(int8.ranges, out.path(rundir.calibration_dir / "ranges.json"))
     out.report["wall_s"] = round(out.elapsed, 1)
@@ -254,28 +264,47 @@ def _sensitivity(
 
 
 # -- the CPU deployment model --------------------------------------------------------
+@dataclass
+class _CpuChoice:
+    candidates: list[CpuCandidate]
+    best: CpuCandidate  # the run's `cpu` model, any runtime
+    best_ort: CpuCandidate  # onnx/model.cpu.onnx
+    best_ort_path: Path
+    nncf_ir: Path  # OpenVINO's NNCF int8 IR, when it was built
+
+
 def _choose_cpu(
     config: Config,
     rundir: RunDir,
     prepared: Path,
+    qdq: Path,
     rows: _Rows,
     fp32_out: np.ndarray,
     work: Path,
-) -> tuple[CpuCandidate, list[CpuCandidate], Path]:
-    """Build, score and time the CPU candidates; return the winner, all of them and its file."""
+) -> _CpuChoice:
+    """Build, score and time the CPU candidates; the winner overall and among ORT's graphs."""
     reader = rows.reader
 
     def u8_ranges() -> Any:
         found = calibrate_ranges(prepared, reader, "minmax", symmetric=False)
         return next(iter(found.values()))
 
-    fp32, opt = rundir.onnx("fp32"), rundir.onnx("opt")
-    timing = _timing_batches(rows.tokenizer, rows.val_texts, config.model.max_length)
-    names = config.calibration.cpu_candidates
-    cands = build_candidates(names, fp32, opt, prepared, u8_ranges, work)
-    return choose_cpu_model(
-        cands, rows.data, fp32_out, config.accuracy_budget, timing, threads=config.threads
+    inputs = CandidateInputs(
+        fp32=rundir.onnx("fp32"),
+        opt=rundir.onnx("opt"),
+        prepared=prepared,
+        qdq=qdq,
+        calibration=reader.batches,
+        nncf_ir=work / "openvino" / rundir.openvino_ir("int8").name,
     )
+    timing = _timing_batches(rows.tokenizer, rows.val_texts, config.model.max_length)
+    specs = build_candidates(config.calibration.cpu_candidates, inputs, u8_ranges, work)
+    scored = choose_cpu_model(
+        specs, rows.data, fp32_out, config.accuracy_budget, timing, threads=config.threads
+    )
+    best_ort = pick(scored, runtime="onnxruntime")
+    path = next(s.path for s in specs if s.name == best_ort.name)
+    return _CpuChoice(scored, pick(scored), best_ort, path, inputs.nncf_ir)
 
 
 def _timing_batches(tokenizer: Any, texts: list[str], max_length: int) -> list[dict[str, Any]]:

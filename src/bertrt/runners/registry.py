@@ -23,21 +23,24 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertrt.artifacts import RunDir
-from bertrt.errors import BertrtError, ConfigError, UnavailableError
-from bertrt.hardware import cuda_available
+from bertrt.artifacts import RunDir, read_json
+from bertrt.errors import BertrtError, ConfigError, StaleArtifactError, UnavailableError
+from bertrt.hardware import cpu_flags, cpu_model, cuda_available
 from bertrt.modeling import INPUT_NAMES
 from bertrt.runners.base import Runner
+from bertrt.runners.openvino_runner import OpenVinoRunner, openvino_missing
 from bertrt.runners.ort_runner import OrtRunner
 from bertrt.runners.torch_runner import TorchRunner
 from bertrt.runners.trt_runner import TrtRunner
 from bertrt.trt.availability import HOW_TO_GET, cuda_availability, tensorrt_availability
 
+log = logging.getLogger(__name__)
 TRT_HINT = "needs an NVIDIA GPU; see docs/tensorrt.md"
 
 
@@ -46,17 +49,28 @@ class ModelSpec:
     """One model name of the CLI: which artifact, which framework, which stage writes it."""
 
     name: str
-    framework: str  # torch, onnxruntime, tensorrt
-    variant: str  # ONNX variant (RunDir.onnx) or engine precision; "merged" for torch
+    framework: str  # torch, onnxruntime, openvino, tensorrt; "choice" for `cpu`
+    variant: str  # ONNX variant (RunDir.onnx), engine precision, OpenVINO file; "merged"
     precision: str
     producer: str
 
     def artifact(self, run: RunDir) -> Path:
+        """What the manifest records (and require() checks) for this model."""
         if self.framework == "torch":
             return run.merged
         if self.framework == "tensorrt":
             return run.engine(self.variant)
+        if self.framework == "choice":
+            return run.cpu_choice
+        if self.variant == "nncf-int8":
+            return run.openvino_dir
         return run.onnx(self.variant)
+
+    def model_file(self, run: RunDir) -> Path:
+        """The file the runtime loads."""
+        if self.variant == "nncf-int8":
+            return run.openvino_ir("int8")
+        return self.artifact(run)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -68,6 +82,10 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("onnx-fp16", "onnxruntime", "fp16", "fp16", "export"),
         ModelSpec("onnx-int8", "onnxruntime", "int8", "int8", "calibrate"),
         ModelSpec("onnx-cpu", "onnxruntime", "cpu", "int8", "calibrate"),
+        ModelSpec("ov-fp32", "openvino", "fp32", "fp32", "export"),
+        ModelSpec("ov-int8", "openvino", "nncf-int8", "int8", "calibrate"),
+        ModelSpec("ov-qdq", "openvino", "int8", "int8", "calibrate"),
+        ModelSpec("cpu", "choice", "cpu", "", "calibrate"),
         ModelSpec("trt-fp16", "tensorrt", "fp16", "fp16", "build-engine"),
         ModelSpec("trt-int8", "tensorrt", "int8", "int8", "build-engine"),
     )
@@ -114,11 +132,47 @@ def runner_for_model(
             )
     path = spec.artifact(run)
     run.require(stage, [path], producer=spec.producer)
+    if spec.framework == "choice":
+        return runner_for_model(run, chosen_cpu_model(run), threads, cuda_graphs, stage)
     if spec.framework == "torch":
         return TorchRunner(path, "fp32", "cpu", threads)
     if spec.framework == "tensorrt":
         return _trt_runner(run, spec.variant, cuda_graphs)
+    if spec.framework == "openvino":
+        return _ov_runner(spec, run, threads)
     return OrtRunner(path, spec.precision, "cpu", threads, variant=spec.variant)
+
+
+def _ov_runner(spec: ModelSpec, run: RunDir, threads: int | None) -> OpenVinoRunner:
+    variant = {"nncf-int8": "int8", "int8": "qdq"}.get(spec.variant, spec.variant)
+    return OpenVinoRunner(spec.model_file(run), spec.precision, threads, variant=variant)
+
+
+def chosen_cpu_model(run: RunDir) -> str:
+    """The model name calibrate chose for this CPU (cpu.json), warning when this CPU differs.
+
+    The fastest runtime depends on the ISA (AMX, AVX-512 BF16/VNNI): on a CPU
+    with other flags the choice may be wrong, so say so and how to redo it.
+    """
+    document = read_json(run.cpu_choice)
+    here, there = cpu_flags(), list(document.get("isa_flags", []))
+    if here != there or cpu_model() != document.get("cpu"):
+        log.warning(
+            "%s: the cpu model (%s) was chosen on %s [%s]; this is %s [%s]: rerun "
+            "`bertrt calibrate --run-dir %s` to choose for this CPU (the bench times every "
+            "candidate here meanwhile)",
+            run.cpu_choice,
+            document["model"],
+            document.get("cpu"),
+            " ".join(there),
+            cpu_model(),
+            " ".join(here),
+            run.root,
+        )
+    model = str(document["model"])
+    if model not in MODELS or MODELS[model].framework == "choice":
+        raise StaleArtifactError(f"{run.cpu_choice}: unknown model {model!r}; rerun calibrate")
+    return model
 
 
 def _trt_runner(run: RunDir, precision: str, cuda_graphs: bool) -> TrtRunner:
@@ -180,6 +234,7 @@ def discover(
     patterns = patterns or ["all"]
     _torch(found, run, threads)
     _onnxruntime(found, run, threads, max_shape)
+    _openvino(found, run, threads)
     _tensorrt(found, run, engine_precisions or ["fp16", "int8"], cuda_graphs)
     kept = [c for c in found.runners if selected(c.label, patterns)]
     for cand in found.runners:
@@ -202,7 +257,7 @@ def _torch(found: Discovery, run: RunDir, threads: int | None) -> None:
 
 def _current(run: RunDir, path: Path, producer: str) -> str | None:
     """Why the run's artifact at ``path`` cannot be benched (missing, stale), or None."""
-    if not path.is_file():
+    if not path.exists():
         hint = " on a GPU" if producer == "build-engine" else ""
         return f"{path} missing: run `bertrt {producer} --run-dir {run.root}`{hint}"
     try:
@@ -249,6 +304,19 @@ def _onnxruntime(
         "fp16 ONNX is for GPU providers; on the CPU provider ORT inserts Casts and it is "
         "slower than fp32",
     )
+
+
+def _openvino(found: Discovery, run: RunDir, threads: int | None) -> None:
+    """OpenVINO on the fp32 ONNX (out of the box), the NNCF INT8 IR and the Q/DQ ONNX."""
+    missing = openvino_missing()
+    for spec in (s for s in MODELS.values() if s.framework == "openvino"):
+        cand = Candidate(functools.partial(_ov_runner, spec, run, threads), (spec.artifact(run),))
+        if missing:
+            found.skip(cand.label, missing)
+        elif reason := _current(run, spec.artifact(run), spec.producer):
+            found.skip(cand.label, reason)
+        else:
+            found.runners.append(cand)
 
 
 def trt_ep_options(run: RunDir, variant: str, max_batch: int, max_seq: int) -> dict[str, Any]:

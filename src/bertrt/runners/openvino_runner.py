@@ -1,0 +1,92 @@
+"""OpenVINO runner: an ONNX file or an OpenVINO IR (``.xml`` + ``.bin``) on the CPU plugin.
+
+On Intel CPUs with AMX, OpenVINO's CPU plugin runs the project's own fp32
+ONNX faster than ONNX Runtime's best int8 graph (docs/findings.md, "Other
+runtimes"), so it is both a peer in the bench and a candidate for the run's
+CPU deployment model. The inference precision is set explicitly, never left
+to the plugin: ``bf16`` where the CPU computes bf16 natively (AMX or AVX-512
+BF16), ``f32`` elsewhere, so a figure says what arithmetic produced it.
+Threads are pinned like every other CPU runner's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertrt.errors import MissingArtifactError, UnavailableError, VerificationError
+from bertrt.hardware import cpu_has_native_bf16, usable_cores
+from bertrt.modeling import Batch
+from bertrt.runners.base import Runner
+
+
+def default_inference_precision() -> str:
+    """``bf16`` on CPUs with native bf16 (AMX, AVX-512 BF16), else ``f32``."""
+    return "bf16" if cpu_has_native_bf16() else "f32"
+
+
+def openvino_missing() -> str | None:
+    """Why OpenVINO cannot run here, or None."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError as err:
+        return f"openvino is not installed ({err}); pip install openvino"
+    return None
+
+
+class OpenVinoRunner(Runner):
+    name = "openvino"
+    device = "cpu"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        precision: str = "fp32",
+        threads: int | None = None,
+        variant: str | None = None,
+        inference_precision: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.model_path = Path(model_path)
+        self.precision = precision
+        self.threads = threads
+        self.inference_precision = inference_precision or default_inference_precision()
+        self.variant = variant or precision
+        self._request: Any = None
+        self._inputs: list[str] = []
+
+    def _activate(self) -> None:
+        missing = openvino_missing()
+        if missing:
+            raise UnavailableError(f"openvino runner: {missing}")
+        import openvino as ov
+
+        if not self.model_path.is_file():
+            raise MissingArtifactError(f"openvino runner: {self.model_path} does not exist")
+        config = {
+            "INFERENCE_NUM_THREADS": self.threads or usable_cores(),
+            "INFERENCE_PRECISION_HINT": self.inference_precision,
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+        }
+        try:
+            compiled = ov.Core().compile_model(str(self.model_path), "CPU", config)
+        except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
+            raise VerificationError(f"{self.model_path}: OpenVINO cannot load it ({err})") from err
+        self._inputs = [port.get_any_name() for port in compiled.inputs]
+        self._request = compiled.create_infer_request()
+
+    def _deactivate(self) -> None:
+        self._request = None
+
+    def prepare(self, batch: Batch) -> dict[str, np.ndarray]:
+        return {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in self._inputs}
+
+    def _infer(self, prepared: dict[str, np.ndarray]) -> Any:
+        # share_inputs: no copy of the (already contiguous int64) arrays into the request.
+        return self._request.infer(prepared, share_inputs=True)[0]
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        return np.array(output, dtype=np.float32)  # a copy: the request reuses its buffer
