@@ -108,7 +108,6 @@ class CalibrationConfig:
     # ONNX Runtime one is onnx/model.cpu.onnx); the fastest within budget wins.
     cpu_candidates: list[str] = field(
         default_factory=lambda: [
-            "dynamic-int8-opt",
             "dynamic-int8",
             "static-u8s8",
             "static-u8s8-folded",
@@ -116,6 +115,7 @@ class CalibrationConfig:
             "openvino-fp32",
             "openvino-nncf-int8",
             "openvino-qdq",
+            "openvino-qdq-static",
         ]
     )
 

@@ -36,7 +36,7 @@ SMALL = [
     "calibration.batch_size=8",
     "calibration.eval_rows=48",
     "calibration.cpu_candidates=[dynamic-int8,static-u8s8-folded,fp32-opt,"
-    "openvino-fp32,openvino-nncf-int8,openvino-qdq]",
+    "openvino-fp32,openvino-nncf-int8,openvino-qdq,openvino-qdq-static]",
 ]
 
 
@@ -158,6 +158,7 @@ def test_calibrate_stage_writes_models_and_report(exported: RunDir) -> None:
         "openvino-fp32",
         "openvino-nncf-int8",
         "openvino-qdq",
+        "openvino-qdq-static",
     }
     assert {c["runtime"] for c in cands.values()} == {"onnxruntime", "openvino"}
     # 2 layers: q, k, v, attention-out and FFN-out biases, and the attention scale, per layer

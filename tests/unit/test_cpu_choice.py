@@ -79,6 +79,15 @@ def test_the_choice_is_recorded_with_the_cpu_and_its_isa(
     assert document["threads"] == 2
     assert document["candidates"]["static-u8s8-folded"]["model"] == "onnx-cpu"
     assert document["candidates"]["fp32-opt"]["model"] is None  # not published
+    assert document["static_shapes"] is False
+
+
+def test_a_static_shape_winner_is_served_with_static_shapes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    faster = [*ON_AMX, _cand("openvino-qdq-static", "openvino", 3.6, 71.0)]
+    document = cpu_choice_document(faster, threads=2)
+    assert document["model"] == "ov-qdq" and document["static_shapes"] is True
 
 
 def test_a_run_moved_to_a_cpu_with_other_flags_warns(

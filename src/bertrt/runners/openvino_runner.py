@@ -7,6 +7,12 @@ CPU deployment model. The inference precision is set explicitly, never left
 to the plugin: ``bf16`` where the CPU computes bf16 natively (AMX or AVX-512
 BF16), ``f32`` elsewhere, so a figure says what arithmetic produced it.
 Threads are pinned like every other CPU runner's.
+
+``static_shapes=True`` compiles one model per input shape (batch x seq) on
+its first use, in ``prepare`` (outside any timed region): the CPU plugin then
+plans memory and picks kernels for exact sizes instead of dynamic ones.
+Batches padded to a few widths (length buckets) keep the number of compiled
+shapes small; at most ``MAX_STATIC_SHAPES`` are kept.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from bertrt.errors import MissingArtifactError, UnavailableError, VerificationEr
 from bertrt.hardware import cpu_has_native_bf16, usable_cores
 from bertrt.modeling import Batch
 from bertrt.runners.base import Runner
+
+MAX_STATIC_SHAPES = 64
 
 
 def default_inference_precision() -> str:
@@ -47,8 +55,10 @@ class OpenVinoRunner(Runner):
         threads: int | None = None,
         variant: str | None = None,
         inference_precision: str | None = None,
+        static_shapes: bool = False,
     ) -> None:
         super().__init__()
+        self.static_shapes = static_shapes
         self.model_path = Path(model_path)
         self.precision = precision
         self.threads = threads
@@ -56,6 +66,8 @@ class OpenVinoRunner(Runner):
         self.variant = variant or precision
         self._request: Any = None
         self._inputs: list[str] = []
+        self._compile: Any = None  # shape -> infer request, when static_shapes
+        self._static: dict[tuple[int, ...], Any] = {}
 
     def _activate(self) -> None:
         missing = openvino_missing()
@@ -71,22 +83,46 @@ class OpenVinoRunner(Runner):
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
         }
+        core = ov.Core()
         try:
-            compiled = ov.Core().compile_model(str(self.model_path), "CPU", config)
+            model = core.read_model(str(self.model_path))
+            compiled = core.compile_model(model, "CPU", config)
         except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
             raise VerificationError(f"{self.model_path}: OpenVINO cannot load it ({err})") from err
         self._inputs = [port.get_any_name() for port in compiled.inputs]
         self._request = compiled.create_infer_request()
 
+        def compile_static(shape: tuple[int, ...]) -> Any:
+            fixed = model.clone()
+            fixed.reshape({name: list(shape) for name in self._inputs})
+            return core.compile_model(fixed, "CPU", config).create_infer_request()
+
+        self._compile = compile_static if self.static_shapes else None
+
     def _deactivate(self) -> None:
-        self._request = None
+        self._request = self._compile = None
+        self._static.clear()
 
     def prepare(self, batch: Batch) -> dict[str, np.ndarray]:
-        return {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in self._inputs}
+        arrays = {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in self._inputs}
+        if self._compile is not None:
+            self._static_request(arrays[self._inputs[0]].shape)  # compile now, not when timed
+        return arrays
+
+    def _static_request(self, shape: tuple[int, ...]) -> Any:
+        request = self._static.get(shape)
+        if request is None:
+            if len(self._static) >= MAX_STATIC_SHAPES:
+                self._static.pop(next(iter(self._static)))
+            request = self._static[shape] = self._compile(shape)
+        return request
 
     def _infer(self, prepared: dict[str, np.ndarray]) -> Any:
+        request = self._request
+        if self._compile is not None:
+            request = self._static_request(prepared[self._inputs[0]].shape)
         # share_inputs: no copy of the (already contiguous int64) arrays into the request.
-        return self._request.infer(prepared, share_inputs=True)[0]
+        return request.infer(prepared, share_inputs=True)[0]
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return np.array(output, dtype=np.float32)  # a copy: the request reuses its buffer

@@ -133,7 +133,12 @@ def runner_for_model(
     path = spec.artifact(run)
     run.require(stage, [path], producer=spec.producer)
     if spec.framework == "choice":
-        return runner_for_model(run, chosen_cpu_model(run), threads, cuda_graphs, stage)
+        chosen = MODELS[chosen_cpu_model(run)]
+        if chosen.framework == "openvino":
+            static = bool(read_json(run.cpu_choice).get("static_shapes"))
+            run.require(stage, [chosen.artifact(run)], producer=chosen.producer)
+            return _ov_runner(chosen, run, threads, static)
+        return runner_for_model(run, chosen.name, threads, cuda_graphs, stage)
     if spec.framework == "torch":
         return TorchRunner(path, "fp32", "cpu", threads)
     if spec.framework == "tensorrt":
@@ -143,9 +148,14 @@ def runner_for_model(
     return OrtRunner(path, spec.precision, "cpu", threads, variant=spec.variant)
 
 
-def _ov_runner(spec: ModelSpec, run: RunDir, threads: int | None) -> OpenVinoRunner:
+def _ov_runner(
+    spec: ModelSpec, run: RunDir, threads: int | None, static_shapes: bool = False
+) -> OpenVinoRunner:
     variant = {"nncf-int8": "int8", "int8": "qdq"}.get(spec.variant, spec.variant)
-    return OpenVinoRunner(spec.model_file(run), spec.precision, threads, variant=variant)
+    variant += "-static" if static_shapes else ""
+    return OpenVinoRunner(
+        spec.model_file(run), spec.precision, threads, variant=variant, static_shapes=static_shapes
+    )
 
 
 def chosen_cpu_model(run: RunDir) -> str:
@@ -235,6 +245,7 @@ def discover(
     _torch(found, run, threads)
     _onnxruntime(found, run, threads, max_shape)
     _openvino(found, run, threads)
+    _cpu_model(found, run, threads)
     _tensorrt(found, run, engine_precisions or ["fp16", "int8"], cuda_graphs)
     kept = [c for c in found.runners if selected(c.label, patterns)]
     for cand in found.runners:
@@ -317,6 +328,23 @@ def _openvino(found: Discovery, run: RunDir, threads: int | None) -> None:
             found.skip(cand.label, reason)
         else:
             found.runners.append(cand)
+
+
+def _cpu_model(found: Discovery, run: RunDir, threads: int | None) -> None:
+    """The run's `cpu` model, when its runner is not one of the above (e.g. static shapes)."""
+    if not run.cpu_choice.is_file() or _current(run, run.cpu_choice, "calibrate"):
+        return
+    try:
+        cand = Candidate(
+            functools.partial(runner_for_model, run, "cpu", threads, stage="bench"),
+            (run.cpu_choice,),
+        )
+        label = cand.label
+    except BertrtError as err:
+        found.skip("cpu", str(err))
+        return
+    if label not in found.labels() and label not in {s["backend"] for s in found.skipped}:
+        found.runners.append(cand)
 
 
 def trt_ep_options(run: RunDir, variant: str, max_batch: int, max_seq: int) -> dict[str, Any]:
