@@ -25,7 +25,9 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     )
     p = sub.add_parser("serve", help="serve a model on Triton Inference Server (PyTriton)")
     common(p)
-    p.add_argument("--model", default=None, help="registry name (default: trt-int8 or onnx-cpu)")
+    p.add_argument(
+        "--model", default=None, help="registry name (default: trt-int8, else cpu, else onnx-cpu)"
+    )
     for flag, default in (("http-port", 8000), ("grpc-port", 8001), ("metrics-port", 8002)):
         p.add_argument(f"--{flag}", type=int, default=default)
     p.add_argument("--max-batch", type=int, default=32)

@@ -55,10 +55,11 @@ class ServeOptions:
 
 
 def default_model(run: RunDir) -> str:
-    """``trt-int8`` where its engine exists and TensorRT runs here, else ``onnx-cpu``."""
+    """``trt-int8`` where its engine exists and TensorRT runs here; else the run's `cpu`
+    model (cpu.json: whichever runtime calibrate found fastest on the CPU), else ``onnx-cpu``."""
     if run.engine("int8").is_file() and tensorrt_unavailable() is None:
         return "trt-int8"
-    return "onnx-cpu"
+    return "cpu" if run.cpu_choice.is_file() else "onnx-cpu"
 
 
 def python_library_path() -> None:
