@@ -11,6 +11,7 @@ import pytest
 from bertrt.artifacts import RunDir, read_json, sha256_path
 from bertrt.config import Config, load_config
 from bertrt.data import stage as data_stage
+from bertrt.data.labels import BINARY_LABELS
 from bertrt.errors import ConfigError, MissingArtifactError, StaleArtifactError
 from bertrt.trainer import PRESETS, stage
 from bertrt.trainer.presets import get_preset
@@ -99,7 +100,7 @@ def test_preset_parameter_counts_follow_the_table(tiny_base: Path) -> None:
     config = load_config(None, [f"model.base={tiny_base}"])
     counts = {}
     for name in PRESETS:
-        model, _, _ = load_base(config)
+        model, _, _ = load_base(config, BINARY_LABELS)
         counts[name] = parameter_counts(apply_preset(model, get_preset(name)))["trainable"]
     hidden, inner, layers, head = 32, 64, 2, 32 * 2 + 2
     qv = layers * 2 * (2 * hidden)  # per rank: A (hidden x r) + B (r x hidden)
@@ -179,7 +180,7 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path: Path, tiny_base:
     }
     output_dir = run.checkpoints / fingerprint(config, sha256_path(run.split))
     with pytest.raises(KeyboardInterrupt):
-        train_model(config, get_preset("lora-r8"), frames, output_dir, [Interrupt()])
+        train_model(config, get_preset("lora-r8"), frames, output_dir, BINARY_LABELS, [Interrupt()])
     assert [p.name for p in output_dir.glob("checkpoint-*")] == ["checkpoint-5"]
     assert not run.merged.exists()
 

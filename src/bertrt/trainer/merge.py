@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from bertrt.errors import VerificationError
-from bertrt.modeling import ATTENTION, NUM_LABELS, encode, resolve_base_model
+from bertrt.modeling import ATTENTION, encode, resolve_base_model
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -86,7 +86,7 @@ def portable_adapter_config(adapter_dir: Path, base: str) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def load_adapter(adapter_dir: Path) -> Any:
+def load_adapter(adapter_dir: Path, num_labels: int = 2) -> Any:
     """The LoRA model of ``adapter_dir`` on its base, resolved on this machine."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
@@ -94,7 +94,7 @@ def load_adapter(adapter_dir: Path) -> Any:
     document = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     base = AutoModelForSequenceClassification.from_pretrained(
         resolve_base_model(document["base_model_name_or_path"]),
-        num_labels=NUM_LABELS,
+        num_labels=num_labels,
         attn_implementation=ATTENTION,
     )
     return PeftModel.from_pretrained(base, str(adapter_dir))

@@ -19,6 +19,7 @@ import pandas as pd
 from bertrt.artifacts import RunDir, sha256_path, write_json
 from bertrt.config import Config
 from bertrt.data import load_split
+from bertrt.data.labels import run_labels
 from bertrt.stages import StageResult, Staging, stage
 from bertrt.trainer.merge import merge_and_verify, portable_adapter_config
 from bertrt.trainer.presets import Preset, get_preset
@@ -44,7 +45,7 @@ def run(config: Config, rundir: RunDir, csv: str | Path | None = None) -> StageR
     with stage(rundir, "train", requires={"data": [rundir.split]}) as out:
         frames = _frames(config, load_split(rundir, csv=csv or config.data.csv))
         key = fingerprint(config, sha256_path(rundir.split))
-        outcome = train_model(config, preset, frames, rundir.checkpoints / key)
+        outcome = train_model(config, preset, frames, rundir.checkpoints / key, run_labels(rundir))
         if outcome.trainer.is_world_process_zero():
             _drop_other_checkpoints(rundir, key)
             _write_artifacts(config, preset, outcome, frames, out)

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ import pandas as pd
 import torch
 
 from bertrt.config import Config, TrainConfig
-from bertrt.data.kaggle import LABEL_NAMES
+from bertrt.data.labels import label_maps
 from bertrt.errors import ConfigError, UnavailableError
 from bertrt.hardware import cpu_has_native_bf16, cpu_model
 from bertrt.metrics import classification_metrics
-from bertrt.modeling import ATTENTION, NUM_LABELS, resolve_base_model
+from bertrt.modeling import ATTENTION, resolve_base_model
 from bertrt.trainer.presets import Preset
 
 log = logging.getLogger(__name__)
@@ -66,16 +67,17 @@ def device_description(precision: str) -> dict[str, Any]:
 
 
 # -- model ----------------------------------------------------------------------
-def load_base(config: Config) -> tuple[Any, Any, str]:
-    """The base BertForSequenceClassification (new 2-label head) and its tokenizer."""
+def load_base(config: Config, labels: Sequence[str]) -> tuple[Any, Any, str]:
+    """The base encoder with a new head of ``len(labels)`` classes, and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_base_model(config.model.base)
+    id2label, label2id = label_maps(labels)
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
-        num_labels=NUM_LABELS,
-        id2label=dict(enumerate(LABEL_NAMES)),
-        label2id={name: i for i, name in enumerate(LABEL_NAMES)},
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id=label2id,
         attn_implementation=ATTENTION,
     )
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -232,6 +234,7 @@ def train_model(
     preset: Preset,
     frames: dict[str, pd.DataFrame],
     output_dir: Path,
+    labels: Sequence[str],
     extra_callbacks: list[Any] | None = None,
 ) -> TrainOutcome:
     """Train on frames["train"], pick the best epoch on frames["val"], score frames["test"]."""
@@ -242,7 +245,7 @@ def train_model(
     cuda = torch.cuda.is_available()
     precision = resolve_precision(cfg.precision, cuda)
     set_seed(config.seed)
-    base, tokenizer, _ = load_base(config)
+    base, tokenizer, _ = load_base(config, labels)
     model = apply_preset(base, preset)
     counts = parameter_counts(model)
     print(
