@@ -157,7 +157,7 @@ def _undecoded(value: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
-def _read_records(path: Path) -> tuple[list[str], list[list[str]]]:
+def read_csv_records(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and non-blank records; a quoting error names the data row it starts in."""
     reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
     records: list[list[str]] = []
@@ -179,7 +179,7 @@ def _read_records(path: Path) -> tuple[list[str], list[list[str]]]:
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, list[BadRow]]:
     """Every cell as text, the Kaggle columns checked, and the rows with a wrong field count."""
-    header, records = _read_records(path)
+    header, records = read_csv_records(path)
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise DataError(
@@ -213,7 +213,7 @@ def load_kaggle_csv(
     # object dtype: a float column would round ids above 2**53
     ids = pd.Series([parse_post_id(v) for v in frame["PostId"]], index=frame.index, dtype=object)
     frame.insert(1, "post_id", ids)
-    bad = _merge_bad(ragged, _find_bad_rows(frame, {b.row for b in ragged}))
+    bad = merge_bad(ragged, _find_bad_rows(frame, {b.row for b in ragged}))
     if bad:
         if bad_rows == "fail":
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -240,7 +240,7 @@ def load_kaggle_csv(
     return KaggleFrame(frame=frame.reset_index(drop=True), skipped=bad)
 
 
-def _merge_bad(*groups: list[BadRow]) -> list[BadRow]:
+def merge_bad(*groups: list[BadRow]) -> list[BadRow]:
     """One BadRow per row (the first reason found), in file order."""
     bad: dict[int, BadRow] = {}
     for group in groups:
@@ -289,7 +289,7 @@ def _find_bad_rows(frame: pd.DataFrame, ragged: set[int]) -> list[BadRow]:
         for mask, reason in checks
         for record in rows[mask[rows.index]].itertuples(index=False)
     ]
-    return _merge_bad(found, _duplicates(rows))
+    return merge_bad(found, _duplicates(rows))
 
 
 def _duplicates(frame: pd.DataFrame) -> list[BadRow]:
