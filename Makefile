@@ -1,12 +1,15 @@
 # The pipeline's verbs. Each target is a thin call of `bertrt <stage>`; the
 # stages themselves refuse stale inputs by hash, Make only orders them.
 #   make install all DATA=path/to/train-sample.csv     (the main job, CPU)
+#   make all TASK=close-reason RUN=runs/close-reason   (the 5-class close reason)
 #   make dev test                                       (the test suite)
 PYTHON ?= python
 DATA   ?= ../shared/data/train-sample.csv
 RUN    ?= runs/default
 CONFIG ?= configs/default.yaml
 SET    ?=
+# Kaggle task: closed (open vs closed) or close-reason (the 5-class target)
+TASK   ?= closed
 IMAGE  ?= bertrt-trt:latest
 BERTRT := $(PYTHON) -m bertrt
 # User values reach the shell single-quoted ($(call q,...)): a path with spaces,
@@ -38,7 +41,7 @@ check-data:
 all: train export calibrate build-engine bench
 
 data: check-data
-	$(BERTRT) data --data $(call q,$(DATA)) $(ARGS)
+	$(BERTRT) data --data $(call q,$(DATA)) --task $(call q,$(TASK)) $(ARGS)
 
 train: data
 	$(BERTRT) train $(ARGS)
@@ -60,7 +63,7 @@ bench:
 	$(PYTHON) bench/compare.py $(ARGS)
 
 presets: check-data
-	$(PYTHON) scripts/preset_table.py --data $(call q,$(DATA))
+	$(PYTHON) scripts/preset_table.py --data $(call q,$(DATA)) --task $(call q,$(TASK))
 
 lint:
 	ruff check src tests bench scripts

@@ -31,6 +31,10 @@ OVERRIDES: dict[tuple[str, str], tuple[str, Callable[[Any], str]]] = {
     # --data of every stage that reads rows: the CSV to split (data), or the same
     # CSV moved since `bertrt data` (the others; accepted when its sha256 matches).
     **{(command, "data"): ("data.csv", str) for command in ROW_READERS},
+    ("data", "task"): ("data.task", str),
+    ("data", "text_column"): ("data.text_columns", json.dumps),
+    ("data", "label_column"): ("data.label_column", json.dumps),
+    ("data", "id_column"): ("data.id_column", json.dumps),
     ("train", "preset"): ("train.preset", str),
     ("calibrate", "sweep"): ("calibration.sweep", lambda _: "true"),
     ("build-engine", "precision"): ("engines.precisions", str),
@@ -56,6 +60,29 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _data_parser(sub: Any) -> None:
+    """`bertrt data`: the Kaggle CSV (and its task) or a generic file's columns."""
+    p = sub.add_parser("data", help="validate the labelled file and write the stable split")
+    _common(p)
+    p.add_argument(
+        "--data", required=True, help="the Kaggle CSV, or a CSV/JSONL/Parquet with --label-column"
+    )
+    p.add_argument(
+        "--task",
+        choices=("closed", "close-reason"),
+        default=None,
+        help="Kaggle file: open vs closed (default) or the 5-class close reason",
+    )
+    p.add_argument(
+        "--text-column",
+        action="append",
+        default=None,
+        help="generic file: a text column (repeatable; joined like the Kaggle title and body)",
+    )
+    p.add_argument("--label-column", default=None, help="generic file: the label column")
+    p.add_argument("--id-column", default=None, help="generic file: an integer row id column")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertrt",
@@ -64,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("data", help="validate the Kaggle CSV and write the stable split")
-    _common(p)
-    p.add_argument("--data", required=True, help="Kaggle-format CSV (train-sample.csv)")
+    _data_parser(sub)
 
     p = sub.add_parser("train", help="LoRA fine-tune, pick the best epoch, merge adapters")
     _common(p)
@@ -164,9 +189,17 @@ def _evaluate(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
     print(json.dumps(report) if args.json else format_report(report))
 
 
+def prediction_line(prediction: dict[str, Any]) -> str:
+    """``label<TAB>name=p<TAB>...``: one line per question, label first (what a script cuts).
+
+    Then every class's probability, in class-id order, so no class is hidden.
+    """
+    probabilities = prediction["probabilities"].items()
+    return "\t".join([prediction["label"], *(f"{name}={p:.4f}" for name, p in probabilities)])
+
+
 def _predict(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
     from bertrt.data.text import read_question
-    from bertrt.evaluate import predict_text
 
     if args.file is not None:
         if args.text is not None:
@@ -175,15 +208,16 @@ def _predict(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
     if args.text is None and args.title is None and args.body is None:
         raise ConfigError("predict: give --text, --file PATH (- = stdin), or --title and/or --body")
     if args.url is not None:
-        from bertrt.serve.client import predict_url
+        from bertrt.serve.client import predict_url, served_labels
 
         fields = {"text": [args.text]} if args.text is not None else {}
         fields.update({k: [v] for k, v in (("title", args.title), ("body", args.body)) if v})
-        label, prob = predict_url(args.url, fields)[0]
-        print(f"{label}\t{prob:.4f}")
+        print(prediction_line(predict_url(args.url, fields, served_labels(rundir))[0]))
         return
-    label, prob = predict_text(config, rundir, args.model, args.text, args.title, args.body)
-    print(f"{label}\t{prob:.4f}")
+    from bertrt.evaluate import predict_text
+
+    prediction = predict_text(config, rundir, args.model, args.text, args.title, args.body)
+    print(prediction_line(prediction))
 
 
 TOOLS: dict[str, Callable[[argparse.Namespace, Config, RunDir], None]] = {

@@ -34,8 +34,18 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    # The Kaggle-format CSV (CLI: --data, Makefile: DATA=).
+    # The labelled file (CLI: --data, Makefile: DATA=): the Kaggle CSV, or with
+    # label_column set any CSV, JSONL or Parquet file.
     csv: str | None = None
+    # Kaggle file only: "closed" (open vs closed, the default) or "close-reason"
+    # (open and the four close reasons: the competition's 5-class target).
+    task: Literal["closed", "close-reason"] = "closed"
+    # A generic file: the column(s) joined into the text (as the Kaggle title and
+    # body are; default ["text"]) and the label column. None = the Kaggle schema.
+    text_columns: list[str] = field(default_factory=list)
+    label_column: str | None = None
+    # A generic file's integer row id (keys the stable split); None = the row number.
+    id_column: str | None = None
     # How Markdown code blocks (4-space indented lines) enter the text:
     # keep them verbatim, or replace each block with a short marker so the
     # token budget goes to prose.
@@ -55,6 +65,10 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     preset: str = "lora-r8-ffn"
+    # LoRA rank and alpha over the preset's own (None = the preset's); only
+    # for LoRA presets: a value on head-only or full is a ConfigError.
+    lora_rank: int | None = None
+    lora_alpha: int | None = None
     epochs: int = 1
     # Cap on training rows (a stable subsample of the train split); None = all.
     max_train_rows: int | None = None

@@ -192,3 +192,133 @@ def test_stage_result_carries_the_split_document(synthetic_csv: Path, tmp_path: 
     record = run.read_manifest()["stages"]["data"]
     assert record["extra"] == result.facts and record["inputs"] == {}
     assert record["external_inputs"] == {str(synthetic_csv.resolve()): sha256_file(synthetic_csv)}
+
+
+# -- tasks and generic files -------------------------------------------------------
+def test_close_reason_task_keeps_the_five_classes(synthetic_csv: Path, tmp_path: Path) -> None:
+    from bertrt.data.labels import CLOSE_REASON_LABELS, run_labels
+
+    run = RunDir(tmp_path / "run")
+    assert run_data(synthetic_csv, run.root, "--task", "close-reason") == 0
+    document = json.loads(run.split.read_text())
+    assert document["source"] == {"format": "kaggle", "task": "close-reason"}
+    assert tuple(document["labels"]) == run_labels(run) == CLOSE_REASON_LABELS
+    assert set(document["counts"]["train"]) == set(CLOSE_REASON_LABELS)
+    frame = load_split(run, ("train",))["train"]
+    assert set(frame["label"]) == set(range(5))
+    rows = {int(r["PostId"]): r["OpenStatus"] for r in synthetic_rows(200)}
+    pairs = zip(frame["post_id"], frame["label"], strict=True)
+    assert all(rows[pid] == CLOSE_REASON_LABELS[label] for pid, label in pairs)
+
+
+def test_binary_split_is_the_same_as_before_tasks(synthetic_csv: Path, tmp_path: Path) -> None:
+    """The binary task's ids per split are those of the pre-N-class code (sha256 of the ids)."""
+    import hashlib
+
+    assert run_data(synthetic_csv, tmp_path / "run") == 0
+    document = json.loads((tmp_path / "run" / "split.json").read_text())
+    ids = json.dumps(document["splits"], sort_keys=True).encode()
+    assert document["labels"] == ["open", "closed"]
+    assert hashlib.sha256(ids).hexdigest()[:16] == BINARY_SPLIT_SHA
+
+
+# sha256 of the synthetic_rows(200) split's ids, computed with the code before tasks existed
+BINARY_SPLIT_SHA = "b4f06fd80968c9e0"
+
+
+def _generic_rows(n: int) -> list[dict[str, str]]:
+    """Three string labels, a title and a body; the label follows a cue word."""
+    names = ("positive", "negative", "neutral")
+    cues = {"positive": "great love", "negative": "awful hate", "neutral": "table chair"}
+    return [
+        {
+            "title": f"Row {i}",
+            "body": f"words {i % 7} {cues[names[i % 3]]}\n\n    code line",
+            "sentiment": names[i % 3],
+            "ref": str(5000 + i),
+        }
+        for i in range(n)
+    ]
+
+
+def write_generic(path: Path, rows: list[dict[str, str]]) -> Path:
+    return write_csv(path, rows, columns=("ref", "title", "body", "sentiment"))
+
+
+def test_generic_csv_with_three_string_labels(tmp_path: Path) -> None:
+    from bertrt.data.labels import run_labels
+
+    data = write_generic(tmp_path / "reviews.csv", _generic_rows(90))
+    run = RunDir(tmp_path / "run")
+    flags = ["--text-column", "title", "--text-column", "body", "--label-column", "sentiment"]
+    assert run_data(data, run.root, *flags, "--id-column", "ref") == 0
+    document = json.loads(run.split.read_text())
+    assert run_labels(run) == ("negative", "neutral", "positive")  # discovered, sorted
+    assert document["source"]["format"] == "generic"
+    assert {name: len(ids) for name, ids in document["splits"].items()} == {
+        "train": 72,
+        "val": 9,
+        "test": 9,
+    }
+    frame = load_split(run, ("test",))["test"]
+    row = next(r for r in _generic_rows(90) if int(r["ref"]) == frame["post_id"].iloc[0])
+    assert frame["text"].iloc[0] == question_text(row["title"], row["body"])
+    assert run_labels(run)[frame["label"].iloc[0]] == row["sentiment"]
+
+
+def test_generic_file_path_never_reads_the_kaggle_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bertrt.data import stage as data_stage
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the Kaggle reader ran for a generic file")
+
+    monkeypatch.setattr(data_stage, "load_kaggle_csv", refuse)
+    rows = [{"text": f"sample {i}", "label": "ab"[i % 2]} for i in range(40)]
+    data = write_csv(tmp_path / "t.csv", rows, columns=("text", "label"))
+    run = RunDir(tmp_path / "run")
+    assert run_data(data, run.root, "--label-column", "label") == 0
+    assert set(load_split(run, ("val",))["val"]["label"]) == {0, 1}
+
+
+def test_a_label_the_model_does_not_know_names_the_row(tmp_path: Path) -> None:
+    from bertrt.data import load_examples
+
+    rows = _generic_rows(30)
+    data = write_generic(tmp_path / "train.csv", rows)
+    run = RunDir(tmp_path / "run")
+    assert run_data(data, run.root, "--text-column", "body", "--label-column", "sentiment") == 0
+    rows[4]["sentiment"] = "sarcastic"
+    other = write_generic(tmp_path / "other.csv", rows)
+    with pytest.raises(DataError, match=r"other\.csv: data row 5: label 'sarcastic' is not"):
+        load_examples(other, run)
+    frame, skipped = load_examples(data, run)
+    assert len(frame) == 30 and not skipped
+
+
+def test_a_class_too_small_to_split_is_named(tmp_path: Path) -> None:
+    rows = [{"text": f"t {i}", "label": "big"} for i in range(40)]
+    rows += [{"text": "rare one", "label": "rare"}, {"text": "rare two", "label": "rare"}]
+    data = write_csv(tmp_path / "t.csv", rows, columns=("text", "label"))
+    assert run_data(data, tmp_path / "run", "--label-column", "label") == 2
+    assert not (tmp_path / "run" / "split.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.text_columns=[title]"], "need data.label_column"),
+        (["data.label_column=label", "data.task=close-reason"], "task of the Kaggle file"),
+        (["data.label_column=label", "data.features_in_text=true"], "tabular columns"),
+    ],
+)
+def test_generic_settings_that_contradict_are_refused(
+    synthetic_csv: Path, tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    from bertrt.data import stage as data_stage
+    from bertrt.errors import ConfigError
+
+    config = load_config(overrides=[f"data.csv={synthetic_csv}", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        data_stage.run(config, RunDir(tmp_path / "run"))

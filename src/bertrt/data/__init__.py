@@ -1,4 +1,4 @@
-"""Data stage: Kaggle CSV reader, text building, stable split, tabular features."""
+"""Data stage: Kaggle CSV and generic labelled-file readers, text building, stable split."""
 
 from bertrt.data.kaggle import LABEL_NAMES, load_kaggle_csv
 from bertrt.data.split import SPLITS, split

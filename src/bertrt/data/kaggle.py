@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bertrt.errors import DataError
+from bertrt.data.labels import BINARY_LABELS, CLOSE_REASON_LABELS, CLOSE_REASONS
+from bertrt.errors import ConfigError, DataError
 
 COLUMNS = (
     "PostId",
@@ -46,9 +47,14 @@ COLUMNS = (
     "PostClosedDate",
     "OpenStatus",
 )
-CLOSED_REASONS = ("not a real question", "not constructive", "off topic", "too localized")
-STATUS_LABELS = {"open": 0, **dict.fromkeys(CLOSED_REASONS, 1)}
-LABEL_NAMES = ("open", "closed")
+# OpenStatus -> class id, per task: "closed" folds the four close reasons into
+# class 1 (the project's original binary task), "close-reason" keeps them apart.
+STATUS_LABELS = {"open": 0, **dict.fromkeys(CLOSE_REASONS, 1)}
+TASK_STATUS_IDS = {
+    "closed": STATUS_LABELS,
+    "close-reason": {name: i for i, name in enumerate(CLOSE_REASON_LABELS)},
+}
+LABEL_NAMES = BINARY_LABELS
 DATE_FORMAT = "%m/%d/%Y %H:%M:%S"
 
 
@@ -204,9 +210,15 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[BadRow]]:
 
 
 def load_kaggle_csv(
-    path: str | Path, bad_rows: str = "fail", max_bad_fraction: float = 0.01
+    path: str | Path, bad_rows: str = "fail", max_bad_fraction: float = 0.01, task: str = "closed"
 ) -> KaggleFrame:
-    """Read and validate a Kaggle-format CSV; raise :class:`DataError` naming file and row."""
+    """Read and validate a Kaggle-format CSV; raise :class:`DataError` naming file and row.
+
+    ``task`` decides the ``label`` column: "closed" (open 0 / closed 1) or
+    "close-reason" (open and the four close reasons, ids as in CLOSE_REASON_LABELS).
+    """
+    if task not in TASK_STATUS_IDS:
+        raise ConfigError(f"data.task={task!r}: must be one of {', '.join(TASK_STATUS_IDS)}")
     path = Path(path)
     frame, ragged = _read_csv(path)
     frame.insert(0, "row", range(1, len(frame) + 1))
@@ -231,7 +243,7 @@ def load_kaggle_csv(
         raise DataError(f"{path}: no usable rows left after dropping malformed ones")
     frame = frame.assign(
         PostId=frame["post_id"].astype("int64"),
-        label=frame["OpenStatus"].map(STATUS_LABELS).astype("int64"),
+        label=frame["OpenStatus"].map(TASK_STATUS_IDS[task]).astype("int64"),
         PostCreationDate=parse_dates(frame["PostCreationDate"]),
         OwnerCreationDate=parse_dates(frame["OwnerCreationDate"]),
         ReputationAtPostCreation=frame["ReputationAtPostCreation"].map(_int64_or_none),

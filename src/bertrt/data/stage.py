@@ -1,45 +1,58 @@
-"""The data stage: validate the CSV, split it, and serve split rows to later stages.
+"""The data stage: validate the labelled file, split it, and serve split rows to later stages.
 
-Only ``split.json`` is written: PostIds per split, the CSV's path and sha256,
-and how text is built. Later stages re-read the CSV through :func:`load_split`,
+The file is the Kaggle StackOverflow CSV (``data.task`` picks the binary or
+the 5-class target) or a generic CSV/JSONL/Parquet file whose text and label
+columns the config names. Only ``split.json`` is written: row ids per split,
+the file's path and sha256, what kind of file it is, its class names, and how
+text is built. Later stages re-read the CSV through :func:`load_split`,
 which refuses a CSV whose hash differs from the one recorded, so a run can
 never mix rows of two files. No row of the data is copied into the run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from bertrt.artifacts import RunDir, read_json, sha256_file, write_json
-from bertrt.config import Config
+from bertrt.config import Config, DataConfig
 from bertrt.data.features import FEATURES, tabular_features
-from bertrt.data.kaggle import LABEL_NAMES, load_kaggle_csv
+from bertrt.data.generic import discover_labels, load_labelled_file
+from bertrt.data.kaggle import load_kaggle_csv, show
+from bertrt.data.labels import TASK_LABELS, labels_of
 from bertrt.data.split import SPLITS, split
 from bertrt.data.text import question_text
-from bertrt.errors import ConfigError, MissingArtifactError, StaleArtifactError
+from bertrt.errors import ConfigError, DataError, MissingArtifactError, StaleArtifactError
 from bertrt.stages import StageResult, stage
 
 
 def run(config: Config, rundir: RunDir) -> StageResult:
-    """Validate and split the CSV; the result's report is the split.json document."""
+    """Validate and split the file; the result's report is the split.json document."""
     cfg = config.data
     if not cfg.csv:
-        raise ConfigError("data: no CSV given; pass --data PATH (Makefile: DATA=PATH)")
+        raise ConfigError("data: no data file given; pass --data PATH (Makefile: DATA=PATH)")
+    source = data_source(cfg)
     with stage(rundir, "data") as out:
         csv_path = Path(cfg.csv).resolve()
-        loaded = load_kaggle_csv(csv_path, cfg.bad_rows, cfg.max_bad_fraction)
+        text_options = {"code_blocks": cfg.code_blocks, "features_in_text": cfg.features_in_text}
+        loaded = read_examples(csv_path, source, text_options, cfg.bad_rows, cfg.max_bad_fraction)
         fractions = (cfg.train_fraction, cfg.val_fraction, cfg.test_fraction)
         try:
-            ids = split(loaded.frame, config.seed, fractions)
+            ids = split(
+                loaded.frame.rename(columns={"post_id": "PostId"}),
+                config.seed,
+                fractions,
+                label_names=loaded.labels,
+            )
         except ValueError as err:
-            raise ConfigError(f"data: {err}") from err
-        labels = loaded.frame.set_index("PostId")["label"]
+            raise ConfigError(f"data: {csv_path}: {err}") from err
+        labels = loaded.frame.set_index("post_id")["label"]
         counts = {
             name: {
-                LABEL_NAMES[k]: int(v)
+                loaded.labels[k]: int(v)
                 for k, v in labels.loc[ids[name]].value_counts().sort_index().items()
             }
             for name in SPLITS
@@ -47,10 +60,12 @@ def run(config: Config, rundir: RunDir) -> StageResult:
         csv_sha = sha256_file(csv_path)
         out.report = {
             "csv": {"path": str(csv_path), "sha256": csv_sha, "rows": len(loaded.frame)},
+            "source": source,
+            "labels": list(loaded.labels),
             "seed": config.seed,
             "fractions": dict(zip(SPLITS, fractions, strict=True)),
-            "text": {"code_blocks": cfg.code_blocks, "features_in_text": cfg.features_in_text},
-            "skipped_rows": [b.describe() for b in loaded.skipped],
+            "text": text_options,
+            "skipped_rows": loaded.skipped,
             "counts": counts,
             "splits": ids,
         }
@@ -59,6 +74,94 @@ def run(config: Config, rundir: RunDir) -> StageResult:
         out.facts = {"rows": len(loaded.frame), "skipped": len(loaded.skipped), "counts": counts}
         out.summary = _summary(rundir, out.report)
     return out.result
+
+
+def data_source(cfg: DataConfig) -> dict[str, Any]:
+    """What kind of file the run reads and how, as split.json records it."""
+    if cfg.label_column is None:
+        if cfg.text_columns or cfg.id_column:
+            raise ConfigError(
+                "data.text_columns / data.id_column describe a generic file and need "
+                "data.label_column (--label-column); the Kaggle file has its own columns"
+            )
+        return {"format": "kaggle", "task": cfg.task}
+    if cfg.task != "closed":
+        raise ConfigError(
+            f"data.task={cfg.task} is a task of the Kaggle file; a generic file's "
+            "classes are the values of its label column (data.label_column)"
+        )
+    if cfg.features_in_text:
+        raise ConfigError(
+            "data.features_in_text needs the Kaggle file's tabular columns; "
+            "a generic file has only text and label"
+        )
+    return {
+        "format": "generic",
+        "text_columns": list(cfg.text_columns) or ["text"],
+        "label_column": cfg.label_column,
+        "id_column": cfg.id_column,
+    }
+
+
+@dataclass
+class Examples:
+    """Model-ready rows of a file (post_id, text, label id), its class names, dropped rows."""
+
+    frame: pd.DataFrame
+    labels: tuple[str, ...]
+    skipped: list[str] = field(default_factory=list)
+
+
+def read_examples(
+    path: Path,
+    source: dict[str, Any],
+    text_options: dict[str, Any],
+    bad_rows: str,
+    max_bad_fraction: float,
+    labels: tuple[str, ...] | None = None,
+) -> Examples:
+    """Every usable row of a Kaggle or generic file, texts built as ``text_options`` say.
+
+    ``labels``: the class names a model knows (evaluate, and every stage after
+    `bertrt data`); a generic file's label outside them is an error naming its
+    row. None: the file's own labels, discovered (the data stage).
+    """
+    if source.get("format", "kaggle") == "kaggle":
+        task = source.get("task", "closed")
+        loaded = load_kaggle_csv(path, bad_rows, max_bad_fraction, task=task)
+        return Examples(
+            examples(loaded.frame, text_options),
+            TASK_LABELS[task],
+            [b.describe() for b in loaded.skipped],
+        )
+    generic = load_labelled_file(
+        path,
+        source["text_columns"],
+        source["label_column"],
+        source.get("id_column"),
+        code_blocks=str(text_options.get("code_blocks", "keep")),
+        bad_rows=bad_rows,
+        max_bad_fraction=max_bad_fraction,
+    )
+    frame = generic.frame
+    known = labels if labels is not None else discover_labels(frame["label_name"])
+    ids = {name: i for i, name in enumerate(known)}
+    unknown = frame[~frame["label_name"].isin(ids)]
+    if len(unknown):
+        first = unknown.iloc[0]
+        raise DataError(
+            f"{path}: data row {first['row']}: label {show(first['label_name'])} is not a "
+            f"class of this model ({', '.join(map(show, known))})"
+            + (f"; {len(unknown) - 1} more rows have unknown labels" if len(unknown) > 1 else "")
+        )
+    out = pd.DataFrame(
+        {
+            "post_id": frame["PostId"].to_numpy(),
+            "text": frame["text"].to_numpy(),
+            "label": frame["label_name"].map(ids).astype("int64").to_numpy(),
+        }
+    )
+    return Examples(out, tuple(known), [b.describe() for b in generic.skipped])
 
 
 def _summary(rundir: RunDir, document: dict[str, Any]) -> str:
@@ -114,11 +217,20 @@ def load_examples(
     bad_rows: str = "fail",
     max_bad_fraction: float = 0.01,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Every row of any Kaggle-format file, texts built as the run's data stage decided,
-    and the rows dropped under ``bad_rows="skip"`` (described), which the caller must report."""
-    text_options = read_split(run)["text"] if run is not None else {}
-    loaded = load_kaggle_csv(path, bad_rows=bad_rows, max_bad_fraction=max_bad_fraction)
-    return examples(loaded.frame, text_options), [b.describe() for b in loaded.skipped]
+    """Every row of any file of the run's kind (Kaggle, or the generic columns the run
+    was split with), texts built as the run's data stage decided, labels as the run's
+    class ids, and the rows dropped under ``bad_rows="skip"`` (described), which the
+    caller must report."""
+    document = read_split(run) if run is not None else {}
+    loaded = read_examples(
+        Path(path),
+        document.get("source", {}),
+        document.get("text", {}),
+        bad_rows,
+        max_bad_fraction,
+        labels=labels_of(document) if run is not None else None,
+    )
+    return loaded.frame, loaded.skipped
 
 
 def load_split(
@@ -146,10 +258,12 @@ def load_split(
             f"pass --data with that CSV, or rerun `bertrt data --data {csv_path} "
             f"--run-dir {run.root}` and the stages after it"
         )
-    frame = load_kaggle_csv(csv_path, bad_rows="skip", max_bad_fraction=1.0).frame
-    frame = frame.set_index("PostId", drop=False)
-    out = {}
-    for name in names:
-        rows = frame.loc[document["splits"][name]].reset_index(drop=True)
-        out[name] = examples(rows, document["text"])
-    return out
+    frame = read_examples(
+        csv_path,
+        document.get("source", {}),
+        document["text"],
+        bad_rows="skip",
+        max_bad_fraction=1.0,
+        labels=labels_of(document),
+    ).frame.set_index("post_id", drop=False)
+    return {name: frame.loc[document["splits"][name]].reset_index(drop=True) for name in names}
