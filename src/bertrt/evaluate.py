@@ -17,10 +17,11 @@ import numpy as np
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
-from bertrt.data import LABEL_NAMES, load_examples, read_split
+from bertrt.data import load_examples, read_split
+from bertrt.data.labels import run_labels
 from bertrt.data.text import clean_body, question_text, require_text
 from bertrt.errors import MissingArtifactError
-from bertrt.metrics import classification_metrics, softmax
+from bertrt.metrics import classification_metrics, named_probabilities, softmax
 from bertrt.modeling import load_tokenizer
 from bertrt.runners.base import Runner
 from bertrt.runners.predict import TokenizedRows, predict_logits
@@ -56,8 +57,13 @@ def _score(
 
 
 def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str) -> dict[str, Any]:
-    """Accuracy, loss, precision/recall/F1 of "closed" and the confusion matrix on one CSV."""
+    """Every figure of :func:`bertrt.metrics.classification_metrics` on one CSV, by class name.
+
+    The class names are the run's (split.json), so a file is scored against
+    the classes the model was trained on, whatever their number.
+    """
     runner = _runner(config, run, model)
+    names = run_labels(run)
     frame, skipped = load_examples(
         csv_path, run, config.data.bad_rows, config.data.max_bad_fraction
     )
@@ -68,14 +74,12 @@ def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str)
     start = time.perf_counter()
     logits = _score(config, run, runner, list(frame["text"]), progress=True)
     elapsed = time.perf_counter() - start
-    report = classification_metrics(logits, frame["label"].to_numpy())
+    report = classification_metrics(logits, frame["label"].to_numpy(), names)
     return {
         "model": model,
         "runner": runner.label,
         "data": str(Path(csv_path).resolve()),
         **report,
-        "positive_class": LABEL_NAMES[1],
-        "labels": list(LABEL_NAMES),
         "max_length": config.model.max_length,
         "seconds": round(elapsed, 3),
         "skipped_rows": skipped,
@@ -83,27 +87,52 @@ def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str)
 
 
 def format_report(report: dict[str, Any]) -> str:
-    (tn, fp), (fn, tp) = report["confusion_matrix"]
-    width = max(len(str(v)) for v in (tn, fp, fn, tp, "closed"))
-    return "\n".join(
-        [
-            f"{report['data']}  ({report['n']} rows, model {report['model']}, {report['runner']})"
-            + (
-                f"; skipped {len(report['skipped_rows'])} malformed rows"
-                if report.get("skipped_rows")
-                else ""
-            ),
-            f"accuracy   {report['accuracy']:.4f}",
-            f"loss       {report['loss']:.4f}",
-            f"precision  {report['precision']:.4f}  (class 'closed')",
+    """The text of ``bertrt evaluate``: headline figures, then per class, then the confusion matrix."""
+    skipped = report.get("skipped_rows")
+    lines = [
+        f"{report['data']}  ({report['n']} rows, model {report['model']}, {report['runner']})"
+        + (f"; skipped {len(skipped)} malformed rows" if skipped else ""),
+        f"accuracy   {report['accuracy']:.4f}",
+        f"macro-F1   {report['macro_f1']:.4f}",
+        f"log loss   {report['log_loss']:.4f}  (Kaggle: probabilities clipped to 1e-15)",
+        f"loss       {report['loss']:.4f}  (mean cross-entropy)",
+    ]
+    if report.get("positive_class") is not None:  # binary: the figures of the positive class
+        lines += [
+            f"precision  {report['precision']:.4f}  (class '{report['positive_class']}')",
             f"recall     {report['recall']:.4f}",
             f"f1         {report['f1']:.4f}",
-            "confusion matrix (rows: true, columns: predicted)",
-            f"{'':>8} {'open':>{width}} {'closed':>{width}}",
-            f"{'open':>8} {tn:>{width}} {fp:>{width}}",
-            f"{'closed':>8} {fn:>{width}} {tp:>{width}}",
         ]
-    )
+    return "\n".join([*lines, *_per_class_table(report), *_confusion_table(report)])
+
+
+def _per_class_table(report: dict[str, Any]) -> list[str]:
+    width = max(len("class"), *(len(c["name"]) for c in report["per_class"]))
+    lines = [f"{'class':<{width}}  {'precision':>9}  {'recall':>6}  {'f1':>6}  {'support':>7}"]
+    for c in report["per_class"]:
+        lines.append(
+            f"{c['name']:<{width}}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  "
+            f"{c['f1']:>6.4f}  {c['support']:>7}"
+        )
+    return lines
+
+
+def _confusion_table(report: dict[str, Any]) -> list[str]:
+    """N x N counts, class names on both axes; each column as wide as its name or counts."""
+    names, cm = report["labels"], report["confusion_matrix"]
+    widths = [max(len(n), *(len(str(row[j])) for row in cm)) for j, n in enumerate(names)]
+    side = max(len(n) for n in names)
+
+    def line(first: str, cells: list[Any]) -> str:
+        return f"{first:>{side}}  " + "  ".join(
+            f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)
+        )
+
+    return [
+        "confusion matrix (rows: true, columns: predicted)",
+        line("", list(names)),
+        *(line(name, row) for name, row in zip(names, cm, strict=True)),
+    ]
 
 
 def predict_text(
@@ -113,8 +142,8 @@ def predict_text(
     text: str | None,
     title: str | None,
     body: str | None,
-) -> tuple[str, float]:
-    """The predicted label of one question and its probability.
+) -> dict[str, Any]:
+    """``{"label": name, "probabilities": {name: p, ...}}`` of one question, every run class.
 
     ``--text`` is taken as the whole question; ``--title``/``--body`` are joined
     and cleaned the way the data stage built the training texts. Tabular
@@ -126,12 +155,11 @@ def predict_text(
     else:
         require_text(f"{title or ''} {body or ''}", "predict")
     runner = _runner(config, run, model)
+    names = run_labels(run)
     code_blocks = str(read_split(run)["text"].get("code_blocks", "keep"))
     if text is not None:
         built = clean_body(text, code_blocks)
     else:
         built = question_text(title or "", body or "", code_blocks)
     logits = _score(config, run, runner, [built])
-    probs = softmax(logits)[0]
-    index = int(probs.argmax())
-    return LABEL_NAMES[index], float(probs[index])
+    return named_probabilities(softmax(logits), names)[0]

@@ -22,7 +22,7 @@ from bertrt.bench import accuracy as acc
 from bertrt.bench import reproducibility
 from bertrt.bench.machine import steal_percent
 from bertrt.bench.report import add_speedups, choose_best, paired_ratio
-from bertrt.bench.results import BenchResults, ModelInfo, Target
+from bertrt.bench.results import AccuracyRow, Backend, BenchResults, ModelInfo, Target
 from bertrt.bench.timing import (
     ShapeTimer,
     TimingPlan,
@@ -158,6 +158,32 @@ def test_score_compares_with_labels_and_reference() -> None:
     assert out["accuracy"] == 1.0 and out["agreement"] == 0.75
     assert out["max_abs_diff"] == pytest.approx(1.0)
     assert acc.score(ref, labels, ref)["agreement"] == 1.0
+    named = acc.score(other, labels, ref, ("open", "closed"))
+    assert named["positive_class"] == "closed" and named["macro_f1"] == 1.0
+    assert [c["name"] for c in named["per_class"]] == ["open", "closed"]
+    assert named["log_loss"] == pytest.approx(named_loss(other, labels))
+    assert acc.score(other, labels, None)["agreement"] is None
+
+
+def named_loss(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Log loss by the textbook formula, for rows far from a clipped probability."""
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return float(-np.log(probs[np.arange(len(labels)), labels]).mean())
+
+
+def test_score_of_five_classes_uses_the_run_names() -> None:
+    names = ("open", "not a real question", "not constructive", "off topic", "too localized")
+    labels = np.array([0, 1, 2, 3, 4, 4])
+    ref = np.eye(5, dtype=np.float32)[[0, 1, 2, 3, 4, 3]] * 2  # row 5 wrong (3 for 4)
+    out = acc.score(ref, labels, ref, names)
+    assert out["accuracy"] == pytest.approx(5 / 6) and out["agreement"] == 1.0
+    assert out["positive_class"] is None
+    f1s = [c["f1"] for c in out["per_class"]]
+    assert f1s == pytest.approx([1.0, 1.0, 1.0, 2 / 3, 2 / 3])
+    assert out["macro_f1"] == pytest.approx(sum(f1s) / 5) == out["f1"]
+    assert out["log_loss"] == pytest.approx(named_loss(ref, labels))
+    row = AccuracyRow.from_score(Backend("torch/fp32/cpu", "torch", "fp32", "fp32", "cpu"), out)
+    assert row.per_class[4]["name"] == "too localized" and row.macro_f1 == out["macro_f1"]
 
 
 def test_best_backend_respects_accuracy_budget() -> None:
@@ -207,6 +233,12 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
     assert by_backend["onnxruntime/fp32/cpu"]["agreement"] == 1.0
     assert by_backend["onnxruntime/fp32/cpu"]["max_abs_diff"] < 1e-4
     assert by_backend["torch/fp32/cpu"]["n"] == 20  # the synthetic test split
+    fp32 = by_backend["torch/fp32/cpu"]
+    assert fp32["positive_class"] == "closed"  # the run's names, not class ids
+    assert [c["name"] for c in fp32["per_class"]] == ["open", "closed"]
+    assert sum(c["support"] for c in fp32["per_class"]) == 20
+    assert fp32["f1"] == fp32["per_class"][1]["f1"] and 0 <= fp32["macro_f1"] <= 1
+    assert fp32["log_loss"] > 0
     e2e = saved["e2e"]
     assert e2e["pad_to_max"]["samples_per_s"] > 0 and e2e["bucketed"]["samples_per_s"] > 0
     assert e2e["bucketed"]["real_token_fraction"] >= e2e["pad_to_max"]["real_token_fraction"]

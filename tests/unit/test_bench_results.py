@@ -2,13 +2,17 @@
 
 ``RESULTS_SCHEMA`` is the key structure of a results.json written (second
 run, so with ``reproducibility``) by the dict-based stage before the results
-were typed; ``tests/unit/test_bench.py`` checks the stage's file against it.
+were typed, plus the keys added since (only added: the N-class accuracy
+figures, after the old ones, which ``ACCURACY_KEYS_BEFORE_N_CLASSES`` pins);
+``tests/unit/test_bench.py`` checks the stage's file against it.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+import pytest
 
 from bertrt.bench import reproducibility
 from bertrt.bench.report import ACC_FIELDS, LATENCY_FIELDS, summary_targets, to_csv, to_markdown
@@ -30,8 +34,14 @@ OPAQUE = {"machine.versions", "machine.gpu", "backend_models", "cpu_model", "roo
 CSV_HEADER = (
     "backend,framework,variant,precision,device,batch,seq,p50_ms,p90_ms,p99_ms,mean_ms,"
     "samples_per_s,speedup_vs_torch_fp32,iterations,repeats,timer,accuracy,f1,agreement,"
-    "max_abs_diff"
+    "max_abs_diff,macro_f1,log_loss"
 )
+# The accuracy row of results.json before N-class support, in its order: every later
+# version keeps these keys first (new ones go after them), so old readers still work.
+ACCURACY_KEYS_BEFORE_N_CLASSES = (
+    "backend", "framework", "variant", "precision", "device", "n", "accuracy", "f1",
+    "closed_precision", "closed_recall", "agreement", "max_abs_diff",
+)  # fmt: skip
 
 
 def key_structure(value: Any, path: str = "") -> Any:
@@ -139,6 +149,19 @@ RESULTS_SCHEMA: dict[str, Any] = {
             "closed_recall": "float",
             "agreement": "float",
             "max_abs_diff": "float",
+            # Added with N-class support (after the keys above, which stay).
+            "macro_f1": "float",
+            "log_loss": "float",
+            "positive_class": "str",
+            "per_class": [
+                {
+                    "name": "str",
+                    "precision": "float",
+                    "recall": "float",
+                    "f1": "float",
+                    "support": "int",
+                }
+            ],
         }
     ],
     "e2e": {
@@ -271,9 +294,18 @@ def latency_row(label: str, batch: int, rounds: list[float], seq: int = 128) -> 
     )
 
 
+def per_class(names: tuple[str, ...], f1s: list[float]) -> list[dict[str, Any]]:
+    return [
+        {"name": n, "precision": f, "recall": f, "f1": f, "support": 100}
+        for n, f in zip(names, f1s, strict=True)
+    ]
+
+
 def accuracy_row(label: str, accuracy: float, agreement: float | None = 1.0) -> AccuracyRow:
     score = {"n": 1000, "accuracy": accuracy, "f1": 0.75, "closed_precision": 0.7}
     score |= {"closed_recall": 0.8, "agreement": agreement, "max_abs_diff": 0.0123}
+    score |= {"macro_f1": 0.8125, "log_loss": 0.4321, "positive_class": "closed"}
+    score["per_class"] = per_class(("open", "closed"), [0.875, 0.75])
     return AccuracyRow.from_score(backend(label), score)
 
 
@@ -351,6 +383,51 @@ def test_to_dict_has_the_schema_results_json_always_had() -> None:
     assert "spread" not in first["targets"][2] and first["targets"][0]["spread"][0] > 0
 
 
+def test_results_json_only_gains_keys() -> None:
+    """New figures are added after the old ones; none of the old keys may go."""
+    saved = json.loads(json.dumps(fixed_results().to_dict()))
+    for row in saved["accuracy"]:
+        keys = tuple(row)
+        assert keys[: len(ACCURACY_KEYS_BEFORE_N_CLASSES)] == ACCURACY_KEYS_BEFORE_N_CLASSES
+        assert {"macro_f1", "log_loss", "positive_class", "per_class"} <= set(keys)
+    schema_keys = tuple(RESULTS_SCHEMA["accuracy"][0])
+    assert schema_keys[: len(ACCURACY_KEYS_BEFORE_N_CLASSES)] == ACCURACY_KEYS_BEFORE_N_CLASSES
+    assert ACC_FIELDS[:4] == ("accuracy", "f1", "agreement", "max_abs_diff")
+
+
+def test_accuracy_row_from_an_older_score_dict() -> None:
+    """A score without the N-class figures still loads (they stay empty); a missing old key fails."""
+    score = {"n": 10, "accuracy": 0.8, "f1": 0.8, "closed_precision": 0.8, "closed_recall": 0.8}
+    score |= {"agreement": 1.0, "max_abs_diff": 0.0, "extra": "ignored"}
+    row = AccuracyRow.from_score(backend("torch/fp32/cpu"), score)
+    assert row.macro_f1 is None and row.log_loss is None and row.per_class == []
+    del score["closed_recall"]
+    with pytest.raises(KeyError, match="closed_recall"):
+        AccuracyRow.from_score(backend("torch/fp32/cpu"), score)
+
+
+def test_markdown_of_a_five_class_run() -> None:
+    names = ("open", "not a real question", "not constructive", "off topic", "too localized")
+    results = fixed_results()
+    for row, f1s in zip(
+        results.accuracy, ([0.9, 0.5, 0.4, 0.3, 0.2], [0.9, 0.5, 0.45, 0.3, 0.1]), strict=True
+    ):
+        row.positive_class, row.per_class = None, per_class(names, f1s)
+        row.f1 = row.macro_f1 = sum(f1s) / 5
+    md = to_markdown(results, []).splitlines()
+    at = md.index("## Accuracy on the test split")
+    assert md[at + 2] == (
+        "| backend | precision | rows | accuracy | macro-F1 | log loss "
+        "| agreement with torch/fp32/cpu | max abs logit diff |"
+    )
+    assert md[at + 5] == (
+        "| onnxruntime/cpu/cpu | fp32 | 1000 | 0.7918 | 0.4500 | 0.4321 | 0.9850 | 0.01230 |"
+    )
+    at = md.index("F1 per class:")
+    assert md[at + 2] == "| backend | " + " | ".join(names) + " |"
+    assert md[at + 5] == "| onnxruntime/cpu/cpu | 0.9000 | 0.5000 | 0.4500 | 0.3000 | 0.1000 |"
+
+
 def test_e2e_without_runs_keeps_only_the_note() -> None:
     assert E2eSummary(note="none selected").to_dict() == {"runs": [], "note": "none selected"}
 
@@ -359,7 +436,7 @@ def test_csv_keeps_its_columns() -> None:
     text = to_csv(fixed_results())
     assert text.splitlines()[0] == CSV_HEADER == ",".join([*LATENCY_FIELDS, *ACC_FIELDS])
     assert text.splitlines()[2].startswith("onnxruntime/cpu/cpu,onnxruntime,cpu,fp32,cpu,1,128,")
-    assert text.splitlines()[2].endswith(",0.7918,0.75,0.985,0.0123")
+    assert text.splitlines()[2].endswith(",0.7918,0.75,0.985,0.0123,0.8125,0.4321")
 
 
 def test_markdown_renders_every_section() -> None:
@@ -400,10 +477,15 @@ def test_markdown_renders_every_section() -> None:
         "| 213.7 | 4.22x |"
     )
     at = md.index("## Accuracy on the test split")
-    assert md[at + 2].endswith("| agreement with torch/fp32/cpu | max abs logit diff |")
-    assert (
-        md[at + 5] == "| onnxruntime/cpu/cpu | fp32 | 1000 | 0.7918 | 0.7500 | 0.9850 | 0.01230 |"
+    assert md[at + 2] == (
+        "| backend | precision | rows | accuracy | F1 (closed) | macro-F1 | log loss "
+        "| agreement with torch/fp32/cpu | max abs logit diff |"
     )
+    assert md[at + 5] == (
+        "| onnxruntime/cpu/cpu | fp32 | 1000 | 0.7918 | 0.7500 | 0.8125 | 0.4321 | 0.9850 "
+        "| 0.01230 |"
+    )
+    assert "F1 per class:" not in md  # binary: the F1 (closed) column says it
     at = md.index("## End-to-end (tokenize + infer)")
     assert md[at + 5] == (
         "| onnxruntime/cpu/cpu | 1000 | 32 | 512 | 60.0 | 220.0 | 3.67x | 30% / 90% |"

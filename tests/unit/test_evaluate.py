@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bertrt.artifacts import RunDir
@@ -13,7 +14,7 @@ from bertrt.cli import main
 from bertrt.config import load_config
 from bertrt.data import stage as data_stage
 from bertrt.errors import ConfigError, MissingArtifactError
-from bertrt.evaluate import evaluate_file, format_report
+from bertrt.evaluate import evaluate_file, format_report, predict_text
 from bertrt.trainer import stage as train_stage
 from tests.conftest import synthetic_rows, write_csv
 
@@ -54,6 +55,13 @@ def test_evaluate_json_on_any_kaggle_file(
     cm = report["confusion_matrix"]
     assert sum(map(sum, cm)) == 37
     assert report["accuracy"] == pytest.approx((cm[0][0] + cm[1][1]) / 37)
+    # The run's class names (a binary run: open/closed) and the N-class figures.
+    assert report["labels"] == ["open", "closed"] and report["positive_class"] == "closed"
+    assert [c["name"] for c in report["per_class"]] == ["open", "closed"]
+    assert [c["support"] for c in report["per_class"]] == [sum(row) for row in cm]
+    assert report["f1"] == report["per_class"][1]["f1"]
+    assert 0.0 <= report["macro_f1"] <= 1.0
+    assert report["log_loss"] == pytest.approx(report["loss"], rel=1e-4)
 
 
 def test_evaluate_text_report(
@@ -64,21 +72,43 @@ def test_evaluate_text_report(
     capsys.readouterr()
     assert main(["evaluate", "--run-dir", str(root), "--data", str(other), *sets]) == 0
     out = capsys.readouterr().out
-    for word in ("accuracy", "loss", "precision", "recall", "f1", "confusion matrix"):
+    for word in ("accuracy", "macro-F1", "log loss", "precision", "recall", "confusion matrix"):
         assert word in out
+    assert re.search(r"^class\s+precision\s+recall\s+f1\s+support$", out, re.M)
+    assert re.search(r"^closed\s+\d+\s+\d+$", out, re.M)  # the matrix's last row
 
 
-def test_predict_prints_label_and_probability(
+PREDICTION = re.compile(r"(open|closed)\topen=(\d\.\d{4})\tclosed=(\d\.\d{4})")
+
+
+def test_predict_prints_label_and_every_class_probability(
     trained_run: tuple[Path, list[str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, sets = trained_run
-    capsys.readouterr()
-    assert main(["predict", "--run-dir", str(root), "--text", "best book?", *sets]) == 0
-    text_out = capsys.readouterr().out.strip()
-    assert re.fullmatch(r"(open|closed)\t(0\.[5-9]\d{3}|1\.0000)", text_out)
-    args = ["predict", "--run-dir", str(root), "--title", "Why crash?", "--body", "error code"]
-    assert main([*args, *sets]) == 0
-    assert re.fullmatch(r"(open|closed)\t\d\.\d{4}", capsys.readouterr().out.strip())
+    for args in (
+        ["--text", "best book?"],
+        ["--title", "Why crash?", "--body", "error code"],
+    ):
+        capsys.readouterr()
+        assert main(["predict", "--run-dir", str(root), *args, *sets]) == 0
+        line = capsys.readouterr().out.strip()
+        match = PREDICTION.fullmatch(line)
+        assert match, line
+        label, p_open, p_closed = match[1], float(match[2]), float(match[3])
+        assert p_open + p_closed == pytest.approx(1.0, abs=2e-4)
+        assert label == ("open" if p_open >= p_closed else "closed")
+
+
+def test_predict_text_returns_every_class_by_name(trained_run: tuple[Path, list[str]]) -> None:
+    root, sets = trained_run
+    config = load_config(None, [s for s in sets if s != "--set"])
+    prediction = predict_text(config, RunDir(root), "merged", "best book?", None, None)
+    assert set(prediction) == {"label", "probabilities"}
+    probabilities = prediction["probabilities"]
+    assert list(probabilities) == ["open", "closed"]
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert prediction["label"] == max(probabilities, key=probabilities.__getitem__)
+    json.dumps(prediction)
 
 
 def test_unknown_model_and_missing_artifacts(
@@ -93,19 +123,44 @@ def test_unknown_model_and_missing_artifacts(
         evaluate_file(config, RunDir(root), csv, "onnx-fp32")
 
 
+def _report(logits: list[list[float]], labels: list[int], names: tuple[str, ...]) -> dict:
+    from bertrt.metrics import classification_metrics
+
+    report = classification_metrics(np.array(logits), np.array(labels), names)
+    return {"data": "x.csv", "model": "merged", "runner": "torch/fp32/cpu", **report}
+
+
 def test_format_report_layout() -> None:
-    report = {
-        "data": "x.csv",
-        "n": 10,
-        "model": "merged",
-        "runner": "torch/fp32/cpu",
-        "accuracy": 0.7,
-        "loss": 0.5,
-        "precision": 0.75,
-        "recall": 0.6,
-        "f1": 2 / 3,
-        "confusion_matrix": [[4, 1], [2, 3]],
-    }
-    text = format_report(report)
+    # 10 rows: 4 open right, 1 open as closed, 2 closed as open, 3 closed right.
+    logits = [[1.0, 0.0]] * 4 + [[0.0, 1.0]] + [[1.0, 0.0]] * 2 + [[0.0, 1.0]] * 3
+    labels = [0] * 5 + [1] * 5
+    text = format_report(_report(logits, labels, ("open", "closed")))
     assert "accuracy   0.7000" in text
+    assert "precision  0.7500  (class 'closed')" in text
+    assert re.search(r"^macro-F1   0\.\d{4}$", text, re.M)
+    assert re.search(r"^log loss   0\.\d{4}", text, re.M)
+    assert re.search(r"^closed\s+0\.7500\s+0\.6000\s+0\.6667\s+5$", text, re.M)
+    assert text.splitlines()[-4:] == [
+        "confusion matrix (rows: true, columns: predicted)",
+        "        open  closed",
+        "  open     4       1",
+        "closed     2       3",
+    ]
     assert re.search(r"closed\s+2\s+3$", text)
+
+
+def test_format_report_of_five_named_classes() -> None:
+    names = ("open", "not a real question", "not constructive", "off topic", "too localized")
+    labels = [0, 0, 1, 2, 3, 4, 4, 4]
+    predicted = [0, 1, 1, 2, 0, 4, 3, 4]
+    logits = [[3.0 if i == p else 0.0 for i in range(5)] for p in predicted]
+    report = _report(logits, labels, names)
+    text = format_report(report)
+    assert "(class" not in text  # no positive class with five
+    for name in names:
+        assert re.search(rf"^{name}\s+\d\.\d{{4}}\s+\d\.\d{{4}}\s+\d\.\d{{4}}\s+\d+$", text, re.M)
+    matrix = text.splitlines()[-6:]
+    assert matrix[0].split() == [w for n in names for w in n.split()]  # the column names
+    assert matrix[-1].split() == ["too", "localized", "0", "0", "0", "1", "2"]
+    assert matrix[3].split()[-5:] == ["0", "0", "1", "0", "0"]  # not constructive
+    assert len({len(line) for line in matrix}) == 1  # aligned

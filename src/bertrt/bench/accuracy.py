@@ -2,11 +2,15 @@
 
 Every runner sees the same length-bucketed batches of the same test rows,
 tokenized once with the merged model's tokenizer at ``model.max_length``.
-Besides accuracy and F1 of "closed" (label 1) against the true labels, each
-runner is compared with the reference (torch fp32): the share of rows where
-both predict the same class (agreement) and the largest absolute logit
-difference. Reduced precision that moves accuracy by chance in either
-direction shows up in agreement, not in accuracy.
+Against the true labels each runner gets accuracy, macro-F1, the
+competition's log loss and every class's precision/recall/F1, with the run's
+class names; ``f1``/``closed_precision``/``closed_recall`` keep their binary
+meaning (class 1, "closed") and are the macro averages with more than two
+classes (:mod:`bertrt.metrics`). Each runner is also compared with the
+reference (torch fp32): the share of rows where both predict the same class
+(agreement) and the largest absolute logit difference. Reduced precision
+that moves accuracy by chance in either direction shows up in agreement,
+not in accuracy.
 """
 
 from __future__ import annotations
@@ -38,15 +42,24 @@ def predict(runner: Runner, data: TokenizedRows, progress: bool = True) -> np.nd
     return predict_logits(runner, data, progress=progress, desc=f"accuracy {runner.label}")
 
 
-def score(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray | None) -> dict[str, Any]:
-    """Accuracy/F1 against labels; agreement and max |logit diff| against the reference."""
-    metrics = classification_metrics(logits, labels)
+def score(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    reference: np.ndarray | None,
+    label_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Figures against labels; agreement and max |logit diff| against the reference."""
+    metrics = classification_metrics(logits, labels, label_names)
     out = {
         "n": metrics["n"],
         "accuracy": metrics["accuracy"],
         "f1": metrics["f1"],
         "closed_precision": metrics["precision"],
         "closed_recall": metrics["recall"],
+        "macro_f1": metrics["macro_f1"],
+        "log_loss": metrics["log_loss"],
+        "positive_class": metrics["positive_class"],
+        "per_class": metrics["per_class"],
     }
     if reference is not None:
         out["agreement"] = float((logits.argmax(-1) == reference.argmax(-1)).mean())

@@ -25,7 +25,8 @@ from bertrt.bench.results import (
     Target,
 )
 
-ACC_FIELDS = ("accuracy", "f1", "agreement", "max_abs_diff")
+# results.csv's accuracy columns; new ones go at the end so old columns keep their place.
+ACC_FIELDS = ("accuracy", "f1", "agreement", "max_abs_diff", "macro_f1", "log_loss")
 LATENCY_FIELDS = (
     "backend",
     "framework",
@@ -410,21 +411,32 @@ def _latency_row(r: LatencyRow, runs: int) -> list[str]:
 
 
 def _accuracy(accuracy: list[AccuracyRow], reference: str) -> list[str]:
-    header = ["backend", "precision", "rows", "accuracy", "F1 (closed)"]
-    header += [f"agreement with {reference}", "max abs logit diff"]
+    """One row per backend; the "F1 (closed)" column only where a binary run has one.
+
+    With more than two classes ``f1`` is the macro-F1 already shown, so the
+    column gives way to a table of each class's F1 per backend.
+    """
+    multiclass = any(len(r.per_class) > 2 for r in accuracy)
+    positive = next((r.positive_class for r in accuracy if r.positive_class), "closed")
+    header = ["backend", "precision", "rows", "accuracy"]
+    header += [] if multiclass else [f"F1 ({positive})"]
+    header += ["macro-F1", "log loss", f"agreement with {reference}", "max abs logit diff"]
     rows = [
-        [
-            r.backend,
-            r.precision,
-            str(r.n),
-            _fmt(r.accuracy, 4),
-            _fmt(r.f1, 4),
-            _fmt(r.agreement, 4),
-            _fmt(r.max_abs_diff, 5),
-        ]
+        [r.backend, r.precision, str(r.n), _fmt(r.accuracy, 4)]
+        + ([] if multiclass else [_fmt(r.f1, 4)])
+        + [_fmt(r.macro_f1, 4), _fmt(r.log_loss, 4), _fmt(r.agreement, 4)]
+        + [_fmt(r.max_abs_diff, 5)]
         for r in accuracy
     ]
-    return ["", "## Accuracy on the test split", "", *_table(header, rows)]
+    lines = ["", "## Accuracy on the test split", "", *_table(header, rows)]
+    return lines + (_per_class_f1(accuracy) if multiclass else [])
+
+
+def _per_class_f1(accuracy: list[AccuracyRow]) -> list[str]:
+    """F1 of every class per backend (class names of the run, in class-id order)."""
+    names = [c["name"] for c in next(r.per_class for r in accuracy if r.per_class)]
+    rows = [[r.backend, *(_fmt(c["f1"], 4) for c in r.per_class)] for r in accuracy if r.per_class]
+    return ["", "F1 per class:", "", *_table(["backend", *names], rows)]
 
 
 def _e2e(e2e: E2eSummary) -> list[str]:

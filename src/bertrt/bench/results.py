@@ -62,6 +62,15 @@ class LatencyRow(Backend):
 
 @dataclass
 class AccuracyRow(Backend):
+    """One runner's figures on the test split, with the run's class names.
+
+    The first fields are the ones results.json has always had, in their old
+    order and meaning (``f1``/``closed_*``: class 1 of a binary run, the macro
+    averages of an N-class one); the N-class figures follow them. Those
+    default to None/empty only so that rows built from an older score dict
+    still load; the stage always fills them.
+    """
+
     n: int
     accuracy: float
     f1: float
@@ -70,17 +79,35 @@ class AccuracyRow(Backend):
     # None when there was no reference to compare with.
     agreement: float | None
     max_abs_diff: float | None
+    macro_f1: float | None = None
+    # Kaggle's multiclass log loss (probabilities clipped to [1e-15, 1 - 1e-15]).
+    log_loss: float | None = None
+    # The class f1/closed_* are about: class 1 of a binary run; None with more classes.
+    positive_class: str | None = None
+    # Per class, in class-id order: {"name", "precision", "recall", "f1", "support"}.
+    per_class: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_score(cls, who: Backend, score: dict[str, Any]) -> AccuracyRow:
-        """From :func:`bertrt.bench.accuracy.score`; only the keys results.json has always had."""
+        """From :func:`bertrt.bench.accuracy.score`; keys that are not fields are left out."""
         return cls(**asdict(who), **_pick(cls, score))
 
 
 def _pick(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` of ``cls``'s own fields (not :class:`Backend`'s); extra keys are not ours."""
+    """``values`` of ``cls``'s own fields (not :class:`Backend`'s); extra keys are not ours.
+
+    A field with a default may be absent from ``values``; a required one may not.
+    """
     inherited = {f.name for f in dataclasses.fields(Backend)} if issubclass(cls, Backend) else set()
-    return {f.name: values[f.name] for f in dataclasses.fields(cls) if f.name not in inherited}
+    return {
+        f.name: values[f.name]
+        for f in dataclasses.fields(cls)
+        if f.name not in inherited and (f.name in values or not _has_default(f))
+    }
+
+
+def _has_default(f: dataclasses.Field[Any]) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
 @dataclass

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,7 @@ def run(config: Config, rundir: RunDir) -> StageResult:
 def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[Path]]:
     """Steps 1-5: the results, the runners that ran and the run artifacts they read."""
     from bertrt.data import load_split
+    from bertrt.data.labels import run_labels
 
     cfg = config.bench
     threads = pin_threads(config.threads)
@@ -114,7 +115,7 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
     )
     phases = {"latency_and_accuracy_s": round(phase.elapsed, 1)}
     steal = steal_percent(times, cpu_times())
-    accuracy = _score(logits, runners, eval_set)
+    accuracy = _score(logits, runners, eval_set, run_labels(run))
     add_speedups(latency)
     phase = StageTimer()
     e2e = _e2e(config, found, list(runners), latency, accuracy, tokenizer, test)
@@ -274,13 +275,16 @@ def _failures(found: Discovery, label: str, active: Active | None = None) -> Ite
 
 
 def _score(
-    logits: dict[str, np.ndarray], runners: dict[str, Backend], eval_set: TokenizedRows
+    logits: dict[str, np.ndarray],
+    runners: dict[str, Backend],
+    eval_set: TokenizedRows,
+    names: Sequence[str],
 ) -> list[AccuracyRow]:
-    """Each runner against the labels and the reference's logits."""
+    """Each runner against the labels (named ``names``) and the reference's logits."""
     reference, labels = logits.get(_reference_label()), eval_set.labels
     assert labels is not None, "the eval set is built with the test split's labels"
     return [
-        AccuracyRow.from_score(runners[label], acc.score(out, labels, reference))
+        AccuracyRow.from_score(runners[label], acc.score(out, labels, reference, names))
         for label, out in logits.items()
         if label in runners
     ]

@@ -1,18 +1,27 @@
 """Talk to a running ``bertrt serve`` (or the ``triton-repo`` ensemble) with tritonclient.
 
 The request is the model's contract: BYTES ``text`` [n, 1], or ``title`` and
-``body``; the answer ``label`` [n, 1] and ``probabilities`` [n, classes].
-Used by ``bertrt predict --url`` and the load test.
+``body``; the answer ``label`` [n, 1] (the class name) and ``probabilities``
+[n, classes] in class-id order. Used by ``bertrt predict --url`` and the load test.
+
+The answer names only the winning class of each row, so the names of the
+probability columns come from the run the server was started with
+(``--run-dir``'s split.json); the client checks that they agree with the
+server's labels, so a run directory of another task is an error, not a
+mislabelled answer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
+from bertrt.artifacts import RunDir
 from bertrt.errors import BertrtError, UnavailableError
+from bertrt.metrics import named_probabilities
 
 MODEL_NAME = "bertrt"
 
@@ -51,8 +60,46 @@ def text_inputs(fields: dict[str, list[str]]) -> list[Any]:
     return inputs
 
 
-def predict_url(url: str, fields: dict[str, list[str]]) -> list[tuple[str, float]]:
-    """(label, probability of that label) per row, from the server at ``url``."""
+def served_labels(run: RunDir) -> tuple[str, ...] | None:
+    """The class names of ``run`` when it has a split, else None (a bare ``--url``)."""
+    from bertrt.data.labels import run_labels
+
+    return run_labels(run) if run.split.exists() else None
+
+
+def named_answers(
+    labels: np.ndarray, probabilities: np.ndarray, names: Sequence[str] | None, url: str = "server"
+) -> list[dict[str, Any]]:
+    """``{"label", "probabilities": {name: p}}`` per row from the server's two outputs.
+
+    Without ``names`` a column is named by the server's label of a row it won,
+    else ``class i``. With them, the server's labels must be ``names[argmax]``:
+    otherwise the server runs another run's model and the names would lie.
+    """
+    served = [x.decode() if isinstance(x, bytes) else str(x) for x in labels.reshape(-1)]
+    probs = np.asarray(probabilities, dtype=np.float32).reshape(len(served), -1)
+    winners = probs.argmax(axis=1)
+    if names is None:
+        won = {int(i): label for i, label in zip(winners, served, strict=True)}
+        names = [won.get(i, f"class {i}") for i in range(probs.shape[1])]
+    agree = len(names) == probs.shape[1] and all(
+        names[int(i)] == label for i, label in zip(winners, served, strict=True)
+    )
+    if not agree:
+        raise BertrtError(
+            f"{url} answers with {probs.shape[1]} classes (labels {sorted(set(served))}), "
+            f"not this run's {list(names)}; give the --run-dir of the run it serves"
+        )
+    return named_probabilities(probs, names)
+
+
+def predict_url(
+    url: str, fields: dict[str, list[str]], names: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """``{"label": name, "probabilities": {name: p, ...}}`` per row, from the server at ``url``.
+
+    ``names`` are the served run's class names (:func:`served_labels`), in class-id order.
+    """
     from tritonclient.utils import InferenceServerException
 
     with client(url) as conn:
@@ -60,6 +107,4 @@ def predict_url(url: str, fields: dict[str, list[str]]) -> list[tuple[str, float
             result = conn.infer(MODEL_NAME, text_inputs(fields))
         except InferenceServerException as err:
             raise BertrtError(f"{url}: {err.message()}") from None
-    labels = [x.decode() for x in result.as_numpy("label").reshape(-1)]
-    probs = result.as_numpy("probabilities")
-    return [(label, float(row.max())) for label, row in zip(labels, probs, strict=True)]
+    return named_answers(result.as_numpy("label"), result.as_numpy("probabilities"), names, url)

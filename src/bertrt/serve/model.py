@@ -7,6 +7,11 @@ padded only to the longest row of the batch (:func:`bertrt.runners.batching.pad_
 rounded up to a multiple of 8), never to ``max_length``, then split back
 per request.
 
+The answer is the model's contract: ``label`` BYTES [n, 1], the run's name
+of the most probable class, and ``probabilities`` FP32 [n, classes] in
+class-id order (the run's split.json names them, :func:`bertrt.data.labels.run_labels`),
+whatever the number of classes the run was trained with.
+
 PyTriton answers a batch with one outcome: an exception fails every request
 gathered with it. So everything a client can get wrong is checked before the
 model runs, and the error names the request (:class:`RequestError`).
@@ -19,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.data import LABEL_NAMES
+from bertrt.errors import BertrtError
 from bertrt.metrics import softmax
 from bertrt.runners.base import Runner
 from bertrt.runners.batching import pad_rows, tokenize_unpadded
@@ -32,29 +37,44 @@ class ServedModel:
     """Tokenize, batch and score the requests of one dynamic batch with one runner."""
 
     def __init__(
-        self, runner: Runner, tokenizer: Any, max_length: int, options: TextOptions
+        self,
+        runner: Runner,
+        tokenizer: Any,
+        max_length: int,
+        options: TextOptions,
+        labels: Sequence[str],
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.options = options
+        self.labels = tuple(labels)
 
     def activate(self) -> None:
-        """Load the model and run it once, so the first client never pays for warm-up."""
+        """Load the model and run it once, so the first client never pays for warm-up.
+
+        The warm-up also checks the model's class count against the run's
+        labels: a mismatch fails the start, not every request after it.
+        """
         self.runner.activate()
-        self.predict([WARMUP_TEXT] * 2)
+        classes = self.logits([WARMUP_TEXT] * 2).shape[1]
+        if classes != len(self.labels):
+            raise BertrtError(
+                f"{self.runner.label} has {classes} classes but the run's labels are "
+                f"{list(self.labels)}; retrain (`bertrt train`) after `bertrt data`"
+            )
 
     def deactivate(self) -> None:
         self.runner.deactivate()
 
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
-        """Probabilities [n, classes] of built texts, padded to their longest row."""
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Logits [n, classes] of built texts, padded to their longest row."""
         encoded = tokenize_unpadded(self.tokenizer, texts, self.max_length)
         rows = np.arange(len(texts))
         refusal = self.runner.refusal(len(texts), int(encoded.lengths.max()))
         if refusal:
             raise RequestError(f"{self.runner.label} cannot take this batch: {refusal}")
-        return softmax(self.runner(pad_rows(encoded, rows))).astype(np.float32)
+        return np.asarray(self.runner(pad_rows(encoded, rows)))
 
     def __call__(self, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, np.ndarray]]:
         texts_per_request = []
@@ -65,17 +85,31 @@ class ServedModel:
                 others = f" (and fails the {len(requests) - 1} requests batched with it)"
                 raise RequestError(f"{err}{others if len(requests) > 1 else ''}") from None
         flat = [t for texts in texts_per_request for t in texts]
-        probs = self.predict(flat)
-        return _split(probs, [len(t) for t in texts_per_request])
+        return responses(self.logits(flat), [len(t) for t in texts_per_request], self.labels)
 
 
-def _split(probs: np.ndarray, sizes: list[int]) -> list[dict[str, np.ndarray]]:
-    """Per-request outputs: ``label`` BYTES [n, 1], ``probabilities`` FP32 [n, classes]."""
-    names = np.array([name.encode() for name in LABEL_NAMES], dtype=object)
+def responses(
+    logits: np.ndarray, sizes: Sequence[int], labels: Sequence[str]
+) -> list[dict[str, np.ndarray]]:
+    """The per-request answers to a dynamic batch's logits [sum(sizes), classes]."""
+    return split_outputs(softmax(logits).astype(np.float32), sizes, labels)
+
+
+def split_outputs(
+    probs: np.ndarray, sizes: Sequence[int], labels: Sequence[str]
+) -> list[dict[str, np.ndarray]]:
+    """Per-request outputs: ``label`` BYTES [n, 1], ``probabilities`` FP32 [n, classes].
+
+    ``labels`` name the columns in class-id order; a width that differs is a
+    model of another run, refused rather than answered with wrong names.
+    """
+    if probs.ndim != 2 or probs.shape[1] != len(labels):
+        raise ValueError(f"probabilities {probs.shape} do not match the labels {list(labels)}")
+    names = np.array([name.encode() for name in labels], dtype=object)
     out, start = [], 0
     for size in sizes:
         part = probs[start : start + size]
-        labels = names[part.argmax(axis=1)].reshape(-1, 1)
-        out.append({"label": labels, "probabilities": part})
+        winners = names[part.argmax(axis=1)].reshape(-1, 1)
+        out.append({"label": winners, "probabilities": part})
         start += size
     return out

@@ -29,6 +29,7 @@ import numpy as np
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
+from bertrt.data.labels import run_labels
 from bertrt.errors import UnavailableError
 from bertrt.hardware import usable_cores
 from bertrt.runners.registry import runner_for_model, tensorrt_unavailable
@@ -122,10 +123,11 @@ def instance_models(config: Config, run: RunDir, model: str, instances: int) -> 
     threads = config.threads or max(1, usable_cores() // instances)
     tokenizer = load_run_tokenizer(run)
     options = TextOptions.of(run)
+    labels = run_labels(run)
     served = []
     for _ in range(instances):
         runner = runner_for_model(run, model, threads=threads, stage="serve")
-        one = ServedModel(runner, tokenizer, config.model.max_length, options)
+        one = ServedModel(runner, tokenizer, config.model.max_length, options, labels)
         one.activate()
         served.append(one)
     return served
