@@ -1,8 +1,13 @@
 """What every stage agrees on about the model: where the base comes from and its I/O names.
 
-Inputs are ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64,
-[batch, seq]); the output is ``logits`` (float32, [batch, 2]). The same names
-are used in PyTorch, ONNX, TensorRT bindings and every bench backend.
+A model's inputs are ``input_ids`` and ``attention_mask``, plus
+``token_type_ids`` for the architectures that have segment embeddings (BERT,
+ELECTRA; not DistilBERT or RoBERTa): int64, [batch, seq]. They are decided
+once, at export, by :func:`model_input_names`; the ONNX graph then carries
+them, and every later stage reads them from the artifact it runs (ONNX graph,
+session, engine), never from a constant. The output is ``logits`` (float32,
+[batch, classes]). Tokenization (:func:`encode`) always yields all three
+arrays; :func:`select_inputs` hands a runtime exactly its model's inputs.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.errors import VerificationError
+from bertrt.errors import BertrtError, ConfigError, VerificationError
 
+# Every input name a model of the supported architectures can have, in the
+# canonical order the ONNX graph declares them (a model has a prefix-ordered subset).
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+REQUIRED_INPUTS = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
-NUM_LABELS = 2
 # Attention as plain MatMul/Softmax: the only export ONNX Runtime's transformer
 # optimizer fuses fully (docs/findings.md, "ONNX export"). Not a setting: any
 # other choice silently loses the fused graph.
@@ -36,6 +43,61 @@ def resolve_base_model(base: str) -> str:
     return base
 
 
+def model_input_names(model: Any, tokenizer: Any) -> tuple[str, ...]:
+    """The inputs ``model`` is exported with, in canonical order.
+
+    ``input_ids`` and ``attention_mask`` always; ``token_type_ids`` only when
+    the tokenizer produces it (``model_input_names``: RoBERTa's does not,
+    although its forward takes it) and the forward accepts it as a named
+    parameter (DistilBERT's only swallows it in ``**kwargs``). Exporting an
+    input the model ignores would make every runtime feed a dead tensor.
+    """
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    missing = [n for n in REQUIRED_INPUTS if n not in params]
+    if missing:
+        raise ConfigError(
+            f"{type(model).__name__}.forward takes no {', '.join(missing)}: not an encoder "
+            "classifier bertrt can export"
+        )
+    wanted = set(getattr(tokenizer, "model_input_names", REQUIRED_INPUTS)) | set(REQUIRED_INPUTS)
+    return tuple(n for n in INPUT_NAMES if n in wanted and n in params)
+
+
+class MissingInputError(BertrtError, ValueError):
+    """A batch lacks an input the model takes (tokenization and model disagree)."""
+
+
+def select_inputs(batch: Batch, names: Sequence[str], where: str) -> Batch:
+    """The arrays of ``names`` from ``batch`` as contiguous int64; extra keys are ignored.
+
+    Tokenization yields every input any model may take; each runtime feeds
+    only its own model's. A missing one is named with the runner or model.
+    """
+    missing = [n for n in names if n not in batch]
+    if missing:
+        raise MissingInputError(
+            f"{where}: the batch has no {', '.join(missing)} (it has {', '.join(batch)}); "
+            f"the model's inputs are {', '.join(names)}"
+        )
+    return {n: np.ascontiguousarray(batch[n], dtype=np.int64) for n in names}
+
+
+def model_type_of(model_dir: Path) -> str:
+    """``config.model_type`` of a saved Hugging Face model, read before any weight is loaded."""
+    import json
+
+    path = Path(model_dir) / "config.json"
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["model_type"])
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(
+            f"{path}: no readable model_type ({type(err).__name__}: {err}); "
+            "not a saved Hugging Face model"
+        ) from err
+
+
 def load_tokenizer(name_or_path: str | Path) -> Any:
     from transformers import AutoTokenizer
 
@@ -48,7 +110,11 @@ def encode(
     max_length: int,
     padding: str | bool = "longest",
 ) -> Batch:
-    """Tokenize to the three int64 inputs. ``padding``: "longest" (dynamic) or "max_length"."""
+    """Tokenize to every int64 input (``INPUT_NAMES``), whatever the model takes.
+
+    ``padding``: "longest" (dynamic) or "max_length". Runners feed only their
+    model's inputs (:func:`select_inputs`), so one batch serves every model.
+    """
     batch = tokenizer(
         list(texts),
         max_length=max_length,
@@ -56,8 +122,33 @@ def encode(
         padding=padding,
         return_tensors="np",
         return_token_type_ids=True,
+        return_attention_mask=True,
     )
     return {name: np.asarray(batch[name], dtype=np.int64) for name in INPUT_NAMES}
+
+
+def graph_input_names(model: Any) -> tuple[str, ...]:
+    """The inputs an ONNX graph takes (initializers listed as inputs by old exporters excluded)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return tuple(i.name for i in model.graph.input if i.name not in initializers)
+
+
+def onnx_input_names(path: Path) -> tuple[str, ...]:
+    """The model inputs of the ONNX file at ``path``, read from its graph.
+
+    No checker pass (it would read the file twice): the runtime that loads
+    the file next checks it anyway.
+    """
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf DecodeError, OSError
+        raise VerificationError(
+            f"{path}: not a readable ONNX model ({type(err).__name__}: {err}); "
+            "rerun the stage that wrote it"
+        ) from err
+    return graph_input_names(model)
 
 
 def load_onnx(path: Path, load_weights: bool = True) -> Any:

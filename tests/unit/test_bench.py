@@ -70,7 +70,7 @@ def bench_run(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> RunD
     run = make_trained_run(tmp_path_factory.mktemp("bench-run"), tiny_base)
     run.onnx_dir.mkdir(parents=True)
     sample = {name: np.ones((2, 8), dtype=np.int64) for name in INPUT_NAMES}
-    export_onnx(load_torch_model(run.merged), run.onnx("fp32"), sample, opset=17)
+    export_onnx(load_torch_model(run.merged), run.onnx("fp32"), sample, 17, INPUT_NAMES)
     run.record("export", [run.merged], [run.onnx("fp32")], 0.0)
     return run
 

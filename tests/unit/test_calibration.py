@@ -23,7 +23,7 @@ from bertrt.calibration.quantize import prepare_model, quantized_nodes
 from bertrt.config import load_config
 from bertrt.errors import ConfigError, StaleArtifactError
 from bertrt.hardware import cpu_flags, cpu_model
-from bertrt.modeling import load_tokenizer
+from bertrt.modeling import load_tokenizer, onnx_input_names
 from bertrt.trt.onnx_support import check_trt_ready
 from tests.conftest import make_trained_run
 
@@ -56,7 +56,10 @@ def reader(exported: RunDir) -> CalibrationReader:
 
     train = load_split(exported, ("train",))["train"]
     texts = calibration_texts(train, 32, 8, seed=0)
-    return CalibrationReader(tokenized_batches(load_tokenizer(exported.merged), texts, 8, 32))
+    names = onnx_input_names(exported.onnx("fp32"))
+    return CalibrationReader(
+        tokenized_batches(load_tokenizer(exported.merged), texts, 8, 32, names)
+    )
 
 
 @pytest.fixture(scope="module")

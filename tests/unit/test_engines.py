@@ -67,9 +67,16 @@ def _trt_usable() -> bool:
 def test_default_profile_matches_config() -> None:
     profile = build_profile(ProfileConfig(), max_positions=512)
     assert profile.min == (1, 16) and profile.opt == (8, 128) and profile.max == (32, 512)
-    shapes = profile.input_shapes()
+    shapes = profile.input_shapes(INPUT_NAMES)
     assert set(shapes) == set(INPUT_NAMES)
     assert shapes["input_ids"] == ((1, 16), (8, 128), (32, 512))
+    # A model without token_type_ids (DistilBERT, RoBERTa) gets no profile entry for one.
+    assert set(profile.input_shapes(["input_ids", "attention_mask"])) == {
+        "input_ids",
+        "attention_mask",
+    }
+    with pytest.raises(ValueError, match="input names"):
+        profile.input_shapes([])
 
 
 @pytest.mark.parametrize(
@@ -161,12 +168,19 @@ def test_engine_refused_elsewhere(version: str, gpu: GpuInfo, expected: str) -> 
 
 
 # -- ONNX precision and version logic ------------------------------------------------------
-def _graph(kind: str) -> onnx.ModelProto:
-    """A one-MatMul graph: fp32, fp16 (fp16 weight + casts), or Q/DQ around the weight."""
+def _graph(kind: str, inputs: tuple[str, ...] = ("input_ids", "attention_mask")) -> onnx.ModelProto:
+    """A one-MatMul graph: fp32, fp16 (fp16 weight + casts), or Q/DQ around the weight.
+
+    Its I/O are a model's (int64 ``inputs``, ``logits``): ``x`` is the first
+    input as float, the others are declared and unused.
+    """
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((4, 2)).astype(np.float32)
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    graph_inputs = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", 4]) for n in inputs
+    ]
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
+    cast = helper.make_node("Cast", [inputs[0]], ["x"], to=TensorProto.FLOAT)
     if kind == "fp32":
         nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"])]
         inits = [numpy_helper.from_array(weight, "w")]
@@ -189,7 +203,8 @@ def _graph(kind: str) -> onnx.ModelProto:
             numpy_helper.from_array(np.array(0, dtype=np.int8), "z"),
         ]
     model = helper.make_model(
-        helper.make_graph(nodes, kind, [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)]
+        helper.make_graph([cast, *nodes], kind, graph_inputs, [y], inits),
+        opset_imports=[helper.make_opsetid("", 17)],
     )
     onnx.checker.check_model(model)
     return model
@@ -312,6 +327,9 @@ def test_plan_engines_for_both_versions(tmp_path: Path, version: str) -> None:
         ("fp16", "model.fp16.onnx"),
         ("int8", "model.int8.onnx"),
     ]
+    # The profile covers the ONNX graph's inputs, read from the file (two here).
+    assert all(j.inputs == ("input_ids", "attention_mask") for j in jobs)
+    assert set(jobs[0].input_shapes(profile)) == {"input_ids", "attention_mask"}
     assert all(j.plan.strongly_typed == version.startswith("11") for j in jobs)
 
 
@@ -332,6 +350,32 @@ def test_plan_engines_refuses_missing_or_changed_onnx(tmp_path: Path) -> None:
     config = load_config(None, ["engines.precisions=fp16"])
     with pytest.raises(StaleArtifactError, match="bertrt export"):
         plan_engines(config, run, "10.13.3.9")
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [("input_ids",), ("input_ids", "attention_mask", "position_ids"), ("ids", "attention_mask")],
+)
+def test_plan_engines_refuses_a_graph_that_is_not_a_model(
+    tmp_path: Path, inputs: tuple[str, ...]
+) -> None:
+    from bertrt.engines.builder import OnnxParseError
+
+    run = _run_with_onnx(tmp_path)
+    onnx.save(_graph("fp16", inputs), str(run.onnx("fp16")))
+    run.record("export", [], [run.onnx("fp16")], 1.0)
+    config = load_config(None, ["engines.precisions=fp16"])
+    with pytest.raises(OnnxParseError, match=r"model\.fp16\.onnx: inputs .*rerun `bertrt export`"):
+        plan_engines(config, run, "10.13.3.9")
+
+
+def test_plan_engines_takes_three_inputs_where_the_graph_has_them(tmp_path: Path) -> None:
+    run = _run_with_onnx(tmp_path)
+    onnx.save(_graph("fp16", INPUT_NAMES), str(run.onnx("fp16")))
+    run.record("export", [], [run.onnx("fp16")], 1.0)
+    profile, (job,) = plan_engines(load_config(None, ["engines.precisions=fp16"]), run, "11.4.0.1")
+    assert job.inputs == INPUT_NAMES
+    assert set(job.input_shapes(profile)) == set(INPUT_NAMES)
 
 
 @pytest.mark.parametrize(
@@ -386,7 +430,10 @@ def _stub_tensorrt(monkeypatch: pytest.MonkeyPatch, fail: str | None = None) -> 
     def build(onnx_path: Path, plan: object, *args: object) -> BuildResult:
         if fail and fail in onnx_path.name:
             raise VerificationError(f"{onnx_path}: build failed")
-        return BuildResult(onnx_path.name.encode(), b"cache", {}, {"fp16": 1}, "ok: stub", 1.0)
+        inputs = ["input_ids", "attention_mask"]
+        return BuildResult(
+            onnx_path.name.encode(), b"cache", inputs, {}, {"fp16": 1}, "ok: stub", 1.0
+        )
 
     monkeypatch.setattr(engines_stage, "require_tensorrt_and_cuda", lambda: "10.13.3.9")
     monkeypatch.setattr(engines_stage, "current_gpu", lambda: H100)
@@ -409,6 +456,7 @@ def test_stage_publishes_each_plan_with_its_sidecar(
         meta = read_meta(run.engine_meta(precision))
         assert meta.onnx_sha256 == sha256_path(run.onnx(precision)) and meta.gpu == H100
         assert "network_flags" not in meta.options and meta.options["strongly_typed"] is False
+        assert meta.inputs == ["input_ids", "attention_mask"]  # what the build parsed
     record = run.read_manifest()["stages"]["build-engine"]
     assert list(record["outputs"]) == [
         "engines/fp16.plan",

@@ -13,6 +13,7 @@ from bertrt.config import load_config
 from bertrt.errors import MissingArtifactError, VerificationError
 from bertrt.export import ShapeMismatchError, ToleranceExceededError, verify_onnx
 from bertrt.export.verify import ParityCase
+from bertrt.modeling import MissingInputError
 from tests.conftest import make_trained_run
 
 
@@ -69,9 +70,20 @@ def test_fp32_graph_has_dynamic_axes_and_contract(exported: RunDir) -> None:
 
 
 def test_optimized_graph_is_fused(exported: RunDir) -> None:
-    fused = read_json(exported.manifest_path)["stages"]["export"]["extra"]["opt"]
+    extra = read_json(exported.manifest_path)["stages"]["export"]["extra"]
+    fused = extra["opt"]
     assert fused["fused_operators"].get("Attention") == 2  # tiny_base has 2 layers
     assert fused["fused_operators"].get("SkipLayerNormalization", 0) >= 2
+    # Measured (docs/findings.md): BERT fuses its embeddings, every layer, every GELU.
+    assert fused["expected_fused"] == {
+        "Attention": 2,
+        "SkipLayerNormalization": 4,
+        "BiasGelu": 2,
+        "EmbedLayerNormalization": 1,
+    }
+    assert fused["fully_fused"] is True
+    assert extra["model_type"] == "bert"
+    assert extra["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     ops = {n.op_type for n in onnx.load(str(exported.onnx("opt"))).graph.node}
     assert "Attention" in ops
 
@@ -109,6 +121,21 @@ def test_verify_raises_shape_error(exported: RunDir) -> None:
     cases[0].reference = np.zeros((1, 3), dtype=np.float32)
     with pytest.raises(ShapeMismatchError, match=r"shape \[1, 2\]"):
         verify_onnx(exported.onnx("fp32"), cases, 1e-4)
+
+
+def test_verify_refuses_inputs_other_than_the_models(exported: RunDir) -> None:
+    cases = _cases(exported)
+    cases[0].reference = np.zeros((1, 2), dtype=np.float32)
+    with pytest.raises(
+        ShapeMismatchError, match=r"the model's are \['input_ids', 'attention_mask'\]"
+    ):
+        verify_onnx(
+            exported.onnx("fp32"), cases, 1e3, expected_inputs=("input_ids", "attention_mask")
+        )
+    # A batch without an input the graph takes is named, not a KeyError.
+    del cases[0].batch["token_type_ids"]
+    with pytest.raises(MissingInputError, match="no token_type_ids"):
+        verify_onnx(exported.onnx("fp32"), cases, 1e3)
 
 
 def test_corrupted_onnx_is_named_and_not_overwritten(exported: RunDir, tmp_path: Path) -> None:

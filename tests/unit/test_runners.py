@@ -179,7 +179,7 @@ def test_openvino_runs_the_projects_onnx_like_onnxruntime(tiny_base: Path, tmp_p
 
     path = tmp_path / "model.onnx"
     sample = {name: np.ones((2, 8), dtype=np.int64) for name in INPUT_NAMES}
-    export_onnx(load_torch_model(tiny_base), path, sample, opset=17)
+    export_onnx(load_torch_model(tiny_base), path, sample, 17, INPUT_NAMES)
     rows = TokenizedRows.build(load_tokenizer(tiny_base), ["a b c", "why " * 20], 32, 2)
     with OpenVinoRunner(path, threads=1, inference_precision="f32") as ov:
         assert ov.label == "openvino/fp32/cpu"

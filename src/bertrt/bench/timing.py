@@ -76,11 +76,17 @@ def synthetic_batch(batch: int, seq: int, vocab_size: int, seed: int = 0) -> Bat
 
     Latency depends on the shape, not on which tokens are present, so random
     ids are fine here; accuracy and end-to-end figures use real test rows.
+    Every input any architecture takes is there (each runner feeds its
+    model's own). Ids stay inside ``vocab_size`` and above the special tokens
+    of every supported vocabulary (RoBERTa's padding id is 1), so no random
+    id reads as padding.
     """
     rng = np.random.default_rng(seed + 1000 * batch + seq)
-    ids = rng.integers(1000, max(vocab_size, 1001), size=(batch, seq), dtype=np.int64)
-    ids[:, 0] = 101  # [CLS] in BERT uncased vocabularies
-    ids[:, -1] = 102  # [SEP]
+    low = 1000 if vocab_size > 1000 else vocab_size // 2
+    ids = rng.integers(low, max(vocab_size, low + 1), size=(batch, seq), dtype=np.int64)
+    if vocab_size > 102:
+        ids[:, 0] = 101  # [CLS] in BERT uncased vocabularies
+        ids[:, -1] = 102  # [SEP]
     return {
         "input_ids": ids,
         "attention_mask": np.ones((batch, seq), dtype=np.int64),

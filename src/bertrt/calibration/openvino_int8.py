@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from bertrt.modeling import Batch
+from bertrt.modeling import Batch, select_inputs
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ def quantize_nncf(onnx_path: Path, batches: Sequence[Batch], dst_xml: Path) -> N
     import openvino as ov
 
     model = ov.Core().read_model(str(onnx_path))
-    dataset = nncf.Dataset(list(batches))
+    # Exactly the model's inputs: OpenVINO refuses a feed it has no input for.
+    names = [port.get_any_name() for port in model.inputs]
+    dataset = nncf.Dataset([select_inputs(b, names, f"NNCF ({onnx_path.name})") for b in batches])
     quantized = nncf.quantize(
         model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches)
     )

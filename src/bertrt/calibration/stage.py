@@ -46,7 +46,7 @@ from bertrt.calibration.sweep import (
 from bertrt.config import CalibrationConfig, Config
 from bertrt.data import load_split
 from bertrt.hardware import usable_cores
-from bertrt.modeling import encode, load_onnx, load_tokenizer
+from bertrt.modeling import encode, load_onnx, load_tokenizer, onnx_input_names
 from bertrt.runners.predict import TokenizedRows
 from bertrt.stages import StageResult, Staging, stage
 from bertrt.trt.onnx_support import check_trt_ready
@@ -106,9 +106,12 @@ class _Rows:
     def load(cls, config: Config, rundir: RunDir) -> _Rows:
         cfg, max_length = config.calibration, config.model.max_length
         tokenizer = load_tokenizer(rundir.merged)
+        # The graph's own inputs (two or three by architecture), as export wrote them.
+        names = onnx_input_names(rundir.onnx("fp32"))
         splits = load_split(rundir, ("train", "val"), csv=config.data.csv)
         texts = calibration_texts(splits["train"], cfg.rows, cfg.batch_size, config.seed)
-        reader = CalibrationReader(tokenized_batches(tokenizer, texts, cfg.batch_size, max_length))
+        batches = tokenized_batches(tokenizer, texts, cfg.batch_size, max_length, names)
+        reader = CalibrationReader(batches)
         val = splits["val"] if cfg.eval_rows is None else splits["val"].head(cfg.eval_rows)
         data = TokenizedRows.build(
             tokenizer, val["text"].tolist(), max_length, 32, labels=val["label"].tolist()

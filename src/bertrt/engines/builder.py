@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bertrt.errors import BertrtError, ConfigError, VerificationError
-from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME
+from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, REQUIRED_INPUTS
 from bertrt.trt.availability import trt_major
 from bertrt.trt.profiles import Profile
 
@@ -248,6 +248,7 @@ def check_engine_precision(precision: str, counts: Counter[str], where: str = "e
 class BuildResult:
     engine: bytes
     timing_cache: bytes
+    inputs: list[str]  # the network's inputs, as parsed from the ONNX graph
     io: dict[str, dict[str, Any]]
     layer_precisions: dict[str, int]
     precision_check: str
@@ -272,7 +273,7 @@ def build_engine(
     # parse_from_file resolves external-data files next to the model.
     if not parser.parse_from_file(str(onnx_path)):
         raise OnnxParseError(_parser_errors(parser, onnx_path))
-    _check_io(network, onnx_path)
+    inputs = network_inputs(network, onnx_path)
 
     config = builder.create_builder_config()
     # WORKSPACE is the pool the builder's tactics use (not a DLA_* pool).
@@ -291,7 +292,7 @@ def build_engine(
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
     trt_profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profile.input_shapes().items():
+    for name, (lo, opt, hi) in profile.input_shapes(inputs).items():
         trt_profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
     config.add_optimization_profile(trt_profile)
 
@@ -312,7 +313,7 @@ def build_engine(
     info = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
     counts = layer_precisions(info)
     checked = check_engine_precision(plan.precision, counts, where=str(onnx_path))
-    return BuildResult(engine_bytes, cache_bytes, io, dict(counts), checked, build_s)
+    return BuildResult(engine_bytes, cache_bytes, inputs, io, dict(counts), checked, build_s)
 
 
 def _parser_errors(parser: trt.OnnxParser, onnx_path: Path) -> str:
@@ -326,13 +327,28 @@ def _parser_errors(parser: trt.OnnxParser, onnx_path: Path) -> str:
     return f"TensorRT's ONNX parser rejected {onnx_path}: {detail}"
 
 
-def _check_io(network: trt.INetworkDefinition, onnx_path: Path) -> None:
-    inputs = sorted(network.get_input(i).name for i in range(network.num_inputs))
+def network_inputs(network: trt.INetworkDefinition, onnx_path: Path) -> list[str]:
+    """The parsed network's inputs (the ONNX graph's), checked against the model contract."""
+    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
     outputs = [network.get_output(i).name for i in range(network.num_outputs)]
-    if inputs != sorted(INPUT_NAMES) or outputs != [OUTPUT_NAME]:
+    check_io(inputs, outputs, str(onnx_path))
+    return inputs
+
+
+def check_io(inputs: list[str], outputs: list[str], where: str) -> None:
+    """Refuse a graph whose I/O is not a model's: ``input_ids``, ``attention_mask``,
+    optionally ``token_type_ids`` (per architecture), and ``logits``."""
+    known = set(INPUT_NAMES)
+    if (
+        not set(REQUIRED_INPUTS) <= set(inputs)
+        or not set(inputs) <= known
+        or len(set(inputs)) != len(inputs)
+        or outputs != [OUTPUT_NAME]
+    ):
         raise OnnxParseError(
-            f"{onnx_path}: inputs {inputs} / outputs {outputs}, expected "
-            f"{sorted(INPUT_NAMES)} / [{OUTPUT_NAME!r}]; rerun `bertrt export`"
+            f"{where}: inputs {inputs} / outputs {outputs}; a model takes "
+            f"{list(REQUIRED_INPUTS)} (and token_type_ids where its architecture has them) "
+            f"and gives [{OUTPUT_NAME!r}]; rerun `bertrt export`"
         )
 
 

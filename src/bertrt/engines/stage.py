@@ -22,14 +22,16 @@ from bertrt.engines.builder import (
     BuildPlan,
     BuildResult,
     build_engine,
+    check_io,
     network_flags_and_builder_flags,
     onnx_precision,
 )
 from bertrt.errors import BertrtError, ConfigError
+from bertrt.modeling import graph_input_names, load_onnx
 from bertrt.stages import StageResult, stage
 from bertrt.trt.availability import current_gpu, require_tensorrt_and_cuda
 from bertrt.trt.metadata import EngineMeta, GpuInfo, read_meta, write_meta
-from bertrt.trt.profiles import Profile, build_profile, max_positions_of
+from bertrt.trt.profiles import Profile, Shape, build_profile, max_positions_of
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,11 @@ class EngineJob:
     precision: str
     onnx_path: Path
     plan: BuildPlan
+    inputs: tuple[str, ...]  # the ONNX graph's inputs: the profile's and the engine's
+
+    def input_shapes(self, profile: Profile) -> dict[str, tuple[Shape, Shape, Shape]]:
+        """The optimization profile per input of this engine (what the builder sets)."""
+        return profile.input_shapes(self.inputs)
 
 
 def plan_engines(
@@ -80,8 +87,16 @@ def plan_engines(
         plan = network_flags_and_builder_flags(
             trt_version, precision, onnx_precision(onnx_path), onnx_name=str(onnx_path)
         )
-        jobs.append(EngineJob(precision, onnx_path, plan))
+        jobs.append(EngineJob(precision, onnx_path, plan, _graph_inputs(onnx_path)))
     return profile, jobs
+
+
+def _graph_inputs(onnx_path: Path) -> tuple[str, ...]:
+    """The model inputs of ``onnx_path`` (two or three by architecture), checked on the CPU."""
+    model = load_onnx(onnx_path, load_weights=False)
+    inputs = list(graph_input_names(model))
+    check_io(inputs, [o.name for o in model.graph.output], str(onnx_path))
+    return tuple(inputs)
 
 
 def run(config: Config, rundir: RunDir) -> StageResult:
@@ -146,6 +161,7 @@ def _sidecar(
         onnx_file=rundir.rel(job.onnx_path),
         onnx_sha256=sha256_path(job.onnx_path),
         build_s=round(result.build_s, 3),
+        inputs=list(result.inputs),
         options={
             "workspace_mib": cfg.workspace_mib,
             "optimization_level": cfg.optimization_level,

@@ -14,18 +14,21 @@ against ~5 s for dynamo.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bertrt.modeling import ATTENTION, INPUT_NAMES, OUTPUT_NAME
+from bertrt.modeling import ATTENTION, OUTPUT_NAME
 
-# One place that declares the graph's I/O contract (names, dtypes, dynamic axes).
-DYNAMIC_AXES: dict[str, dict[int, str]] = {
-    **{name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES},
-    OUTPUT_NAME: {0: "batch"},
-}
+
+def dynamic_axes(input_names: Sequence[str]) -> dict[str, dict[int, str]]:
+    """The graph's I/O contract in one place: every input [batch, sequence], logits [batch]."""
+    return {
+        **{name: {0: "batch", 1: "sequence"} for name in input_names},
+        OUTPUT_NAME: {0: "batch"},
+    }
 
 
 def load_torch_model(model_dir: str | Path, attn_implementation: str = ATTENTION) -> Any:
@@ -38,29 +41,43 @@ def load_torch_model(model_dir: str | Path, attn_implementation: str = ATTENTION
     return model.eval()
 
 
-def logits_module(model: Any) -> Any:
-    """Wrap the HF model so the traced graph has exactly the three inputs and ``logits``."""
+def logits_module(model: Any, input_names: Sequence[str]) -> Any:
+    """Wrap the HF model so the traced graph has exactly ``input_names`` and ``logits``.
+
+    The tracer passes inputs by position; the wrapper hands them on by name,
+    so an architecture without ``token_type_ids`` never sees one.
+    """
     import torch
+
+    names = tuple(input_names)
 
     class LogitsOnly(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).logits
+        def forward(self, *inputs: Any) -> Any:
+            return self.model(**dict(zip(names, inputs, strict=True))).logits
 
     return LogitsOnly().eval()
 
 
-def export_onnx(model: Any, out_path: Path, sample: dict[str, np.ndarray], opset: int) -> None:
-    """Trace ``model`` on ``sample`` (a padded batch) and write fp32 ONNX to ``out_path``."""
+def export_onnx(
+    model: Any,
+    out_path: Path,
+    sample: dict[str, np.ndarray],
+    opset: int,
+    input_names: Sequence[str],
+) -> None:
+    """Trace ``model`` on ``sample`` (a padded batch) and write fp32 ONNX to ``out_path``.
+
+    ``input_names`` (:func:`bertrt.modeling.model_input_names`) become the
+    graph's inputs, in that order; other arrays of ``sample`` are not used.
+    """
     import torch
 
-    wrapper = logits_module(model)
-    args = tuple(torch.from_numpy(np.ascontiguousarray(sample[n])) for n in INPUT_NAMES)
+    wrapper = logits_module(model, input_names)
+    args = tuple(torch.from_numpy(np.ascontiguousarray(sample[n])) for n in input_names)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         # TracerWarnings about Python control flow on shapes are harmless here:
         # parity is checked afterwards at other batch sizes and lengths.
@@ -69,9 +86,9 @@ def export_onnx(model: Any, out_path: Path, sample: dict[str, np.ndarray], opset
             wrapper,
             args,
             str(out_path),
-            input_names=list(INPUT_NAMES),
+            input_names=list(input_names),
             output_names=[OUTPUT_NAME],
-            dynamic_axes=DYNAMIC_AXES,
+            dynamic_axes=dynamic_axes(input_names),
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,

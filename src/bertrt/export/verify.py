@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bertrt.errors import VerificationError
-from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, Batch, encode
+from bertrt.modeling import OUTPUT_NAME, Batch, encode, select_inputs
 from bertrt.ort_sessions import cpu_session
 
 
@@ -78,13 +78,18 @@ def parity_cases(
     return cases
 
 
-def torch_reference(model: Any, cases: list[ParityCase]) -> None:
-    """Fill each case's reference logits with the PyTorch model's output."""
+def torch_reference(model: Any, cases: list[ParityCase], input_names: Sequence[str]) -> None:
+    """Fill each case's reference logits with the PyTorch model's output on ``input_names``.
+
+    Only the inputs the ONNX graph gets: a forward that swallows extra
+    keyword arguments (DistilBERT's) must not see one the graph lacks.
+    """
     import torch
 
     with torch.inference_mode():
         for case in cases:
-            inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in case.batch.items()}
+            batch = select_inputs(case.batch, input_names, "torch reference")
+            inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
             case.reference = model(**inputs).logits.float().numpy()
 
 
@@ -93,21 +98,26 @@ def verify_onnx(
     cases: list[ParityCase],
     tolerance: float,
     session_factory: Callable[[Path], Any] = cpu_session,
+    expected_inputs: Sequence[str] | None = None,
 ) -> VerifyReport:
     """Run ``path`` on every case and compare with its reference logits.
 
-    Raises ShapeMismatchError or ToleranceExceededError naming the case; returns
+    ``expected_inputs``: the inputs the graph must declare, in order (the
+    model's own, :func:`bertrt.modeling.model_input_names`). Raises
+    ShapeMismatchError or ToleranceExceededError naming the case; returns
     the per-case figures (recorded in the manifest) when all pass.
     """
     session = session_factory(path)
     names = [i.name for i in session.get_inputs()]
-    if sorted(names) != sorted(INPUT_NAMES):
-        raise ShapeMismatchError(f"{path}: inputs are {names}, expected {list(INPUT_NAMES)}")
+    if expected_inputs is not None and names != list(expected_inputs):
+        raise ShapeMismatchError(
+            f"{path}: inputs are {names}, the model's are {list(expected_inputs)}"
+        )
     results = []
     for case in cases:
         if case.reference is None:
             raise ValueError(f"verify: case {case.name} has no reference logits")
-        out = session.run([OUTPUT_NAME], {n: case.batch[n] for n in names})[0]
+        out = session.run([OUTPUT_NAME], select_inputs(case.batch, names, str(path)))[0]
         if out.shape != case.reference.shape:
             raise ShapeMismatchError(
                 f"{path}: on batch {case.name} output {OUTPUT_NAME} has shape {list(out.shape)}, "

@@ -99,6 +99,15 @@ class Runner(ABC):
         return self.refusal(batch, seq) is None
 
     # -- inference -------------------------------------------------------------
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The inputs this runner feeds its model, read from the loaded model (once active).
+
+        Two or three by architecture; ``prepare`` takes these from a batch and
+        ignores any other key. Runners over a model file override this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not report its inputs")
+
     def prepare(self, batch: Batch) -> Any:
         """Convert a numpy batch to this runner's native input (outside the timed region)."""
         return batch

@@ -24,7 +24,7 @@ import numpy as np
 
 from bertrt.errors import MissingArtifactError, UnavailableError, VerificationError
 from bertrt.hardware import cpu_has_native_bf16, usable_cores
-from bertrt.modeling import Batch
+from bertrt.modeling import Batch, select_inputs
 from bertrt.runners.base import Runner
 
 MAX_STATIC_SHAPES = 64
@@ -103,8 +103,15 @@ class OpenVinoRunner(Runner):
         self._request = self._compile = None
         self._static.clear()
 
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The compiled model's own inputs (the ONNX graph's)."""
+        self._require_active()
+        return tuple(self._inputs)
+
     def prepare(self, batch: Batch) -> dict[str, np.ndarray]:
-        arrays = {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in self._inputs}
+        """The compiled model's own inputs of ``batch`` (extra keys ignored, a missing one named)."""
+        arrays = select_inputs(batch, self._inputs, f"{self.label} ({self.model_path.name})")
         if self._compile is not None:
             self._static_request(arrays[self._inputs[0]].shape)  # compile now, not when timed
         return arrays

@@ -5,17 +5,19 @@ providers ``prepare`` copies them to the GPU as OrtValues once, and
 inference runs through an I/O binding with the output left on the GPU, so
 the timed region holds no host-device copy (``to_numpy`` copies it back).
 Sessions are opened with the project's settings (:mod:`bertrt.ort_sessions`).
+The inputs fed are the session's own, whatever else a batch carries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bertrt.errors import MissingArtifactError, UnavailableError
-from bertrt.modeling import OUTPUT_NAME
+from bertrt.modeling import OUTPUT_NAME, select_inputs
 from bertrt.ort_sessions import cpu_session, session_options
 from bertrt.runners.base import Batch, Runner
 
@@ -36,7 +38,7 @@ class OrtRunner(Runner):
         provider: str = "cpu",
         threads: int | None = None,
         variant: str | None = None,
-        provider_options: dict[str, Any] | None = None,
+        provider_options: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.model_path = Path(model_path)
@@ -47,6 +49,7 @@ class OrtRunner(Runner):
         self.variant = variant or precision
         if provider != "cpu":
             self.variant += f"-{provider}"
+        # A callable is resolved at activation (e.g. options read from the model file).
         self.provider_options = provider_options or {}
         self.session: Any = None
 
@@ -64,18 +67,28 @@ class OrtRunner(Runner):
         if self.provider == "cpu":
             self.session = cpu_session(self.model_path, self.threads)
         else:
+            options = self.provider_options
+            if callable(options):
+                options = options()
             self.session = ort.InferenceSession(
                 str(self.model_path),
                 session_options(self.threads),
-                providers=[(wanted, self.provider_options), "CPUExecutionProvider"],
+                providers=[(wanted, options), "CPUExecutionProvider"],
             )
         self._inputs = [i.name for i in self.session.get_inputs()]
 
     def _deactivate(self) -> None:
         self.session = None
 
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The session's own inputs (the model's: no token_type_ids for DistilBERT/RoBERTa)."""
+        self._require_active()
+        return tuple(self._inputs)
+
     def prepare(self, batch: Batch) -> Any:
-        arrays = {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in self._inputs}
+        """Exactly the session's inputs of ``batch`` (extra keys ignored, a missing one named)."""
+        arrays = select_inputs(batch, self._inputs, f"{self.label} ({self.model_path.name})")
         if self.device == "cpu":
             return arrays
         import onnxruntime as ort

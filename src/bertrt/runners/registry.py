@@ -32,7 +32,7 @@ from typing import Any
 from bertrt.artifacts import RunDir, read_json
 from bertrt.errors import BertrtError, ConfigError, StaleArtifactError, UnavailableError
 from bertrt.hardware import cpu_flags, cpu_model, cuda_available
-from bertrt.modeling import INPUT_NAMES
+from bertrt.modeling import onnx_input_names
 from bertrt.runners.base import Runner
 from bertrt.runners.openvino_runner import OpenVinoRunner, openvino_missing
 from bertrt.runners.ort_runner import OrtRunner
@@ -295,10 +295,9 @@ def _onnxruntime(
     plans += [("tensorrt", v, "TensorrtExecutionProvider") for v in TRT_EP_ONNX_VARIANTS]
     for provider, variant, ep in plans:
         path = run.onnx(variant)
-        options = trt_ep_options(run, variant, *max_shape) if provider == "tensorrt" else None
         cand = Candidate(
             functools.partial(
-                OrtRunner, path, precisions[variant], provider, threads, variant, options
+                _ort_runner, run, path, precisions[variant], provider, threads, variant, max_shape
             ),
             (path,),
         )
@@ -347,12 +346,39 @@ def _cpu_model(found: Discovery, run: RunDir, threads: int | None) -> None:
         found.runners.append(cand)
 
 
-def trt_ep_options(run: RunDir, variant: str, max_batch: int, max_seq: int) -> dict[str, Any]:
+def _ort_runner(
+    run: RunDir,
+    path: Path,
+    precision: str,
+    provider: str,
+    threads: int | None,
+    variant: str,
+    max_shape: tuple[int, int],
+) -> OrtRunner:
+    """An ONNX Runtime runner; on the TensorRT provider with a profile over the model's inputs.
+
+    The provider options are computed when the runner is activated: they read
+    the graph's inputs, and a runner is also built just for its label.
+    """
+    options = None
+    if provider == "tensorrt":
+        options = functools.partial(trt_ep_options, run, variant, path, *max_shape)
+    return OrtRunner(path, precision, provider, threads, variant, options)
+
+
+def trt_ep_options(
+    run: RunDir, variant: str, path: Path, max_batch: int, max_seq: int
+) -> dict[str, Any]:
     """TensorRT execution provider settings: one dynamic profile covering every shape the
-    bench feeds (so no engine rebuild per batch width), precision flags, an engine cache."""
+    bench feeds (so no engine rebuild per batch width), precision flags, an engine cache.
+
+    The profile names the inputs of the ONNX graph at ``path``, the model's
+    own: a model without token_type_ids (DistilBERT, RoBERTa) has no entry for one.
+    """
+    input_names = onnx_input_names(path)
 
     def dims(batch: int, seq: int) -> str:
-        return ",".join(f"{name}:{batch}x{seq}" for name in INPUT_NAMES)
+        return ",".join(f"{name}:{batch}x{seq}" for name in input_names)
 
     return {
         "trt_fp16_enable": variant == "fp16",

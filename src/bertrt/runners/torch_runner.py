@@ -1,4 +1,9 @@
-"""PyTorch runner for the merged Hugging Face model (CPU or CUDA; fp32, bf16, fp16)."""
+"""PyTorch runner for the merged Hugging Face model (CPU or CUDA; fp32, bf16, fp16).
+
+It feeds the model the inputs its ONNX export has (:func:`bertrt.modeling.model_input_names`
+of the model and the tokenizer saved beside it): a DistilBERT forward takes
+``**kwargs`` and would silently swallow a ``token_type_ids`` it has no use for.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from bertrt.errors import UnavailableError
+from bertrt.modeling import load_tokenizer, model_input_names, select_inputs
 from bertrt.runners.base import Batch, Runner
 
 
@@ -35,6 +41,7 @@ class TorchRunner(Runner):
             f"{precision}-autocast" if device == "cpu" and precision != "fp32" else precision
         )
         self.model: Any = None
+        self._inputs: tuple[str, ...] = ()
 
     def _activate(self) -> None:
         import torch
@@ -50,6 +57,13 @@ class TorchRunner(Runner):
         if self.device == "cuda" and self.precision != "fp32":
             model = model.to(torch.bfloat16 if self.precision == "bf16" else torch.float16)
         self.model = model.to(self.device).eval()
+        self._inputs = model_input_names(model, load_tokenizer(self.model_dir))
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """What the model is fed, the same names as its ONNX graph's inputs."""
+        self._require_active()
+        return self._inputs
 
     def _deactivate(self) -> None:
         self.model = None
@@ -62,9 +76,8 @@ class TorchRunner(Runner):
     def prepare(self, batch: Batch) -> Any:
         import torch
 
-        return {
-            k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in batch.items()
-        }
+        arrays = select_inputs(batch, self._inputs, f"{self.label} ({self.model_dir})")
+        return {k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()}
 
     def _infer(self, prepared: Any) -> Any:
         import torch

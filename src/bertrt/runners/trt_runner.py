@@ -4,6 +4,10 @@ Polygraphy-style: constructing a :class:`TrtRunner` touches nothing; entering
 it checks the sidecar against this machine's TensorRT and GPU, deserializes
 the engine and creates the execution context; leaving it frees them.
 
+The inputs bound are the engine's own input tensors (BERT and ELECTRA have
+``token_type_ids``, DistilBERT and RoBERTa do not), read from the engine when
+it is loaded and checked against the names its sidecar recorded at build.
+
 Per call: ``set_input_shape`` + ``set_tensor_address`` for each input (after
 checking the shape against the engine's profile), an output tensor allocated
 for the resolved output shape, then ``execute_async_v3`` on a torch CUDA
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bertrt.errors import MissingArtifactError, StaleArtifactError
-from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, Batch
+from bertrt.modeling import OUTPUT_NAME, Batch, select_inputs
 from bertrt.runners.base import Runner, RunnerStateError
 from bertrt.trt.availability import current_gpu, require_tensorrt_and_cuda
 from bertrt.trt.metadata import EngineMeta, check_engine_compatible, read_meta
@@ -63,7 +67,7 @@ class TrtRunner(Runner):
         self._engine: trt.ICudaEngine | None = None
         self._context: trt.IExecutionContext | None = None
         self._stream: torch.cuda.Stream | None = None
-        self._input_dtypes: dict[str, Any] = {}
+        self._input_dtypes: dict[str, Any] = {}  # the engine's input tensors, in engine order
         self._graphs: dict[tuple[int, ...], _Graph] = {}
 
     # -- lifecycle ---------------------------------------------------------------
@@ -87,11 +91,16 @@ class TrtRunner(Runner):
                 "`bertrt build-engine`"
             )
         self._engine = engine
+        names = engine_input_names(engine)
+        if self.meta.inputs and list(names) != list(self.meta.inputs):
+            raise StaleArtifactError(
+                f"{self.engine_path}: its inputs are {list(names)}, its sidecar says "
+                f"{self.meta.inputs}; rebuild with `bertrt build-engine`"
+            )
         self._context = engine.create_execution_context()
         self._stream = torch.cuda.Stream()
         self._input_dtypes = {
-            name: getattr(torch, TORCH_DTYPES[engine.get_tensor_dtype(name).name])
-            for name in INPUT_NAMES
+            name: getattr(torch, TORCH_DTYPES[engine.get_tensor_dtype(name).name]) for name in names
         }
         self._output_dtype = getattr(torch, TORCH_DTYPES[engine.get_tensor_dtype(OUTPUT_NAME).name])
 
@@ -126,12 +135,18 @@ class TrtRunner(Runner):
         return self._context, self._stream
 
     # -- inference ---------------------------------------------------------------
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The engine's own input tensors."""
+        self._require_active()
+        return tuple(self._input_dtypes)
+
     def prepare(self, batch: Batch) -> dict[str, Any]:
         import torch
 
         prepared = {}
-        for name in INPUT_NAMES:
-            array = np.ascontiguousarray(batch[name])
+        arrays = select_inputs(batch, list(self._input_dtypes), str(self.engine_path))
+        for name, array in arrays.items():
             self.profile.check(name, array.shape, engine=str(self.engine_path))
             prepared[name] = torch.from_numpy(array).to(
                 device="cuda", dtype=self._input_dtypes[name]
@@ -146,7 +161,7 @@ class TrtRunner(Runner):
         import torch
 
         context, stream = self._live()
-        shape = tuple(prepared[INPUT_NAMES[0]].shape)
+        shape = tuple(next(iter(prepared.values())).shape)
         if self.cuda_graphs:
             return self._replay(shape, prepared)
         output = self._bind(prepared)
@@ -201,3 +216,11 @@ class TrtRunner(Runner):
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return output.float().cpu().numpy()
+
+
+def engine_input_names(engine: trt.ICudaEngine) -> tuple[str, ...]:
+    """The engine's input tensors, in its I/O order (named-tensor API, no bindings)."""
+    import tensorrt as trt
+
+    names = (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
+    return tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)

@@ -11,9 +11,13 @@ Four models, the ensemble ``bertrt`` being the one clients call::
 Every config.pbtxt is built as tritonclient's ``ModelConfig`` protobuf (Triton's
 own schema) and printed with ``text_format``, so a field Triton does not know
 cannot be written. Names, dtypes and dims come from the ONNX graph or the
-engine sidecar, not from constants. The repository is built in a temporary
-directory beside ``--out`` and renamed into place: a failed run leaves the
-previous repository or none.
+engine sidecar, not from constants: the classifier's inputs are the model's
+own (no ``token_type_ids`` for DistilBERT or RoBERTa) and the tokenizer model
+emits exactly those. The number of classes and their names are the run's
+(:func:`bertrt.data.labels.run_labels`): ``probabilities`` is [classes] and
+the postprocess model's labels.json lists them in class-id order. The
+repository is built in a temporary directory beside ``--out`` and renamed
+into place: a failed run leaves the previous repository or none.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from typing import Any
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
-from bertrt.data import LABEL_NAMES
 from bertrt.data import text as text_module
-from bertrt.errors import ConfigError, UnavailableError
-from bertrt.modeling import INPUT_NAMES, OUTPUT_NAME, load_onnx
+from bertrt.data.labels import run_labels
+from bertrt.errors import ConfigError, StaleArtifactError, UnavailableError
+from bertrt.modeling import OUTPUT_NAME, load_onnx, load_tokenizer
 from bertrt.runners.registry import MODELS
 from bertrt.serve.texts import TEXT_INPUTS, TextOptions
 from bertrt.trt.metadata import read_meta
@@ -84,25 +88,33 @@ def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return inputs, [spec(v) for v in graph.output]
 
 
-def engine_io(run: RunDir, precision: str) -> tuple[list[TensorSpec], list[TensorSpec], int]:
-    """The engine's I/O from its sidecar, and its profile's largest batch."""
-    meta = read_meta(run.engine_meta(precision))
-    inputs = [
-        TensorSpec(
-            n,
-            TRT_DTYPES.get(
-                str(meta.io.get(n, {}).get("dtype", "INT64")).split(".")[-1], "TYPE_INT64"
-            ),
-            (-1,),
+def _trt_type(io: dict[str, Any], default: str) -> str:
+    return TRT_DTYPES.get(str(io.get("dtype", default)).split(".")[-1], f"TYPE_{default}")
+
+
+def engine_io(
+    run: RunDir, precision: str, classes: int
+) -> tuple[list[TensorSpec], list[TensorSpec], int]:
+    """The engine's I/O from its sidecar, and its profile's largest batch.
+
+    The inputs are the ones the engine was built with (the sidecar's
+    ``inputs``, else its I/O tensors marked INPUT), never a fixed list; the
+    logits' width is the engine's (``classes``, the run's, where not recorded).
+    """
+    path = run.engine_meta(precision)
+    meta = read_meta(path)
+    names = list(meta.inputs) or [n for n, io in meta.io.items() if io.get("mode") == "INPUT"]
+    if not names:
+        raise StaleArtifactError(
+            f"{path} records no engine inputs; rebuild with `bertrt build-engine --run-dir "
+            f"{run.root}`"
         )
-        for n in INPUT_NAMES
-    ]
+    # The sidecar records shapes with -1 for dynamic axes; Triton's dims omit the batch.
+    inputs = [TensorSpec(n, _trt_type(meta.io.get(n, {}), "INT64"), (-1,)) for n in names]
     out = meta.io.get(OUTPUT_NAME, {})
-    output = TensorSpec(
-        OUTPUT_NAME,
-        TRT_DTYPES.get(str(out.get("dtype", "FLOAT")).split(".")[-1], "TYPE_FP32"),
-        (len(LABEL_NAMES),),
-    )
+    shape = [int(d) for d in out.get("shape") or []]
+    dims = tuple(shape[1:]) if len(shape) == 2 and shape[1] > 0 else (classes,)
+    output = TensorSpec(OUTPUT_NAME, _trt_type(out, "FLOAT"), dims)
     return inputs, [output], meta.profile.batch[2]
 
 
@@ -127,10 +139,14 @@ def _batched(pb: Any, config: Any, options: RepoOptions, kind: str) -> Any:
 
 
 TEXT_SPECS = [TensorSpec(n, "TYPE_STRING", (1,)) for n in TEXT_INPUTS]
-OUT_SPECS = [
-    TensorSpec("label", "TYPE_STRING", (1,)),
-    TensorSpec("probabilities", "TYPE_FP32", (len(LABEL_NAMES),)),
-]
+
+
+def out_specs(classes: int) -> list[TensorSpec]:
+    """What the ensemble answers: the winning class's name and every class's probability."""
+    return [
+        TensorSpec("label", "TYPE_STRING", (1,)),
+        TensorSpec("probabilities", "TYPE_FP32", (classes,)),
+    ]
 
 
 def tokenizer_config(pb: Any, options: RepoOptions, inputs: list[TensorSpec]) -> Any:
@@ -140,10 +156,12 @@ def tokenizer_config(pb: Any, options: RepoOptions, inputs: list[TensorSpec]) ->
     return _batched(pb, config, options, "KIND_CPU")
 
 
-def postprocess_config(pb: Any, options: RepoOptions, outputs: list[TensorSpec]) -> Any:
+def postprocess_config(
+    pb: Any, options: RepoOptions, outputs: list[TensorSpec], classes: int
+) -> Any:
     config = pb.ModelConfig(name="postprocess", backend="python")
     config.input.extend(_tensors(pb, outputs, "input"))
-    config.output.extend(_tensors(pb, OUT_SPECS, "output"))
+    config.output.extend(_tensors(pb, out_specs(classes), "output"))
     return _batched(pb, config, options, "KIND_CPU")
 
 
@@ -165,10 +183,10 @@ def classifier_config(
     return config
 
 
-def ensemble_config(pb: Any, options: RepoOptions, inputs: list[TensorSpec]) -> Any:
+def ensemble_config(pb: Any, options: RepoOptions, inputs: list[TensorSpec], classes: int) -> Any:
     config = pb.ModelConfig(name="bertrt", platform="ensemble", max_batch_size=options.max_batch)
     config.input.extend(_tensors(pb, TEXT_SPECS, "input"))
-    config.output.extend(_tensors(pb, OUT_SPECS, "output"))
+    config.output.extend(_tensors(pb, out_specs(classes), "output"))
     steps = config.ensemble_scheduling.step
     tokenize = steps.add(model_name="tokenizer", model_version=-1)
     for name in TEXT_INPUTS:
@@ -180,7 +198,7 @@ def ensemble_config(pb: Any, options: RepoOptions, inputs: list[TensorSpec]) -> 
     classify.output_map[OUTPUT_NAME] = OUTPUT_NAME
     post = steps.add(model_name="postprocess", model_version=-1)
     post.input_map[OUTPUT_NAME] = OUTPUT_NAME
-    for spec in OUT_SPECS:
+    for spec in out_specs(classes):
         post.output_map[spec.name] = spec.name
     return config
 
@@ -222,31 +240,54 @@ def build_repository(config: Config, run: RunDir, options: RepoOptions, root: Pa
     """Every model directory of the repository under ``root``."""
     pb = _pb()
     artifact, plan = _classifier(run, options)
+    labels = run_labels(run)
     if plan:
-        inputs, outputs, max_batch = engine_io(run, options.model.split("-")[-1])
+        inputs, outputs, max_batch = engine_io(run, options.model.split("-")[-1], len(labels))
         options = RepoOptions(
             **{**options.__dict__, "max_batch": min(options.max_batch, max_batch)}
         )
     else:
         inputs, outputs = onnx_io(artifact)
-    _write(root / "bertrt", ensemble_config(pb, options, inputs))
+    _check_classes(outputs, labels, artifact)
+    _write(root / "bertrt", ensemble_config(pb, options, inputs, len(labels)))
     _write(root / "tokenizer", tokenizer_config(pb, options, inputs))
     _write(root / "classifier", classifier_config(pb, options, (inputs, outputs), plan))
-    _write(root / "postprocess", postprocess_config(pb, options, outputs))
+    _write(root / "postprocess", postprocess_config(pb, options, outputs, len(labels)))
     shutil.copyfile(artifact, root / "classifier" / "1" / ("model.plan" if plan else "model.onnx"))
-    tok = root / "tokenizer" / "1"
+    _tokenizer_files(config, run, root / "tokenizer" / "1", [s.name for s in inputs])
+    _python_model("tokenizer.py", root / "tokenizer")
+    _python_model("postprocess.py", root / "postprocess")
+    (root / "postprocess" / "1" / "labels.json").write_text(json.dumps(list(labels)))
+
+
+def _check_classes(outputs: list[TensorSpec], labels: tuple[str, ...], artifact: Path) -> None:
+    """The classifier's logits must have one column per class of the run."""
+    logits = next((o for o in outputs if o.name == OUTPUT_NAME), None)
+    if logits is None or list(logits.dims) != [len(labels)]:
+        dims = None if logits is None else list(logits.dims)
+        raise StaleArtifactError(
+            f"{artifact}: {OUTPUT_NAME} has dims {dims} (batch axis dropped), the run has "
+            f"{len(labels)} classes {list(labels)}; rerun the stages after `bertrt train`"
+        )
+
+
+def _tokenizer_files(config: Config, run: RunDir, tok: Path, inputs: list[str]) -> None:
+    """The run's tokenizer and the settings the tokenizer model reads (bertrt_text.json).
+
+    ``inputs`` are the classifier's: the tokenizer model emits exactly those,
+    padded with the tokenizer's own pad id (RoBERTa's is 1, not 0).
+    """
     for name in TOKENIZER_FILES:
         if (run.merged / name).is_file():
             shutil.copyfile(run.merged / name, tok / name)
     settings = {
         "code_blocks": TextOptions.of(run).code_blocks,
         "max_length": config.model.max_length,
+        "inputs": inputs,
+        "pad_id": int(load_tokenizer(run.merged).pad_token_id or 0),
     }
     (tok / "bertrt_text.json").write_text(json.dumps(settings))
     (tok / "text_builder.py").write_text(text_builder_source())
-    _python_model("tokenizer.py", root / "tokenizer")
-    _python_model("postprocess.py", root / "postprocess")
-    (root / "postprocess" / "1" / "labels.json").write_text(json.dumps(list(LABEL_NAMES)))
 
 
 def write_repository(config: Config, run: RunDir, options: RepoOptions, out: Path) -> Path:

@@ -1,6 +1,6 @@
 """Fold the LoRA adapter into the base weights and prove the result computes the same logits.
 
-``merge_and_unload`` gives a plain BertForSequenceClassification that every
+``merge_and_unload`` gives a plain ``*ForSequenceClassification`` that every
 later stage (ONNX export, TensorRT) handles without knowing peft existed.
 Verification is separate from merging (as in optimum's exporters): the
 merged model is written only after its fp32 logits on real validation rows
@@ -19,7 +19,14 @@ import pandas as pd
 import torch
 
 from bertrt.errors import VerificationError
-from bertrt.modeling import ATTENTION, encode, resolve_base_model
+from bertrt.modeling import (
+    ATTENTION,
+    encode,
+    model_input_names,
+    resolve_base_model,
+    select_inputs,
+)
+from bertrt.trainer.hub import from_pretrained
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -59,7 +66,9 @@ def merge_and_verify(
     if len(rows) == 0:
         raise VerificationError("train: no validation rows to verify the merged model on")
     peft_model = peft_model.float()
-    batch = encode(tokenizer, list(rows["text"]), max_length)
+    # peft's forward takes **kwargs: the base model says which inputs it has (DistilBERT: 2).
+    names = model_input_names(peft_model.get_base_model(), tokenizer)
+    batch = select_inputs(encode(tokenizer, list(rows["text"]), max_length), names, "merge check")
     before = fp32_logits(peft_model, batch)
     merged = peft_model.merge_and_unload()
     after = fp32_logits(merged, batch)
@@ -92,8 +101,11 @@ def load_adapter(adapter_dir: Path, num_labels: int = 2) -> Any:
     from transformers import AutoModelForSequenceClassification
 
     document = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    base = AutoModelForSequenceClassification.from_pretrained(
-        resolve_base_model(document["base_model_name_or_path"]),
+    name = document["base_model_name_or_path"]
+    base = from_pretrained(
+        AutoModelForSequenceClassification,
+        name,
+        resolve_base_model(name),
         num_labels=num_labels,
         attn_implementation=ATTENTION,
     )

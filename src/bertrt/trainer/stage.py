@@ -22,7 +22,7 @@ from bertrt.data import load_split
 from bertrt.data.labels import run_labels
 from bertrt.stages import StageResult, Staging, stage
 from bertrt.trainer.merge import merge_and_verify, portable_adapter_config
-from bertrt.trainer.presets import Preset, get_preset
+from bertrt.trainer.presets import Preset, resolve_preset
 from bertrt.trainer.train import (
     TrainOutcome,
     device_description,
@@ -41,7 +41,8 @@ def run(config: Config, rundir: RunDir, csv: str | Path | None = None) -> StageR
     Under distributed training only the main rank writes; the others return a
     result with no outputs, and record nothing.
     """
-    preset = get_preset(config.train.preset)
+    cfg = config.train
+    preset = resolve_preset(cfg.preset, cfg.lora_rank, cfg.lora_alpha)
     with stage(rundir, "train", requires={"data": [rundir.split]}) as out:
         frames = _frames(config, load_split(rundir, csv=csv or config.data.csv))
         key = fingerprint(config, sha256_path(rundir.split))
@@ -117,10 +118,24 @@ def _save_models(
     else:
         if rundir.adapter.exists():  # a LoRA run's adapter would not describe this model
             shutil.rmtree(rundir.adapter)
-        merge_info = {"applied": False, "reason": "full fine-tuning: no adapter to merge"}
+        merge_info = {"applied": False, "reason": f"{preset.description}: nothing to merge"}
     model.float().save_pretrained(out.path(rundir.merged))
     tokenizer.save_pretrained(out.path(rundir.merged))
     return merge_info
+
+
+def _lora_block(config: Config, preset: Preset, outcome: TrainOutcome) -> dict[str, Any]:
+    """r and alpha as trained, and which of them train.lora_rank / lora_alpha set."""
+    layers = outcome.model.config.num_hidden_layers
+    return {
+        "r": preset.rank,
+        "alpha": preset.alpha,
+        "lora_rank": config.train.lora_rank,  # None: r is the preset's own
+        "lora_alpha": config.train.lora_alpha,  # None: alpha is the preset's own
+        "target_modules": preset.target_regex(layers, outcome.architecture),
+        "modules_to_save": list(outcome.architecture.head),
+        "last_layers": preset.last_layers,
+    }
 
 
 def _metrics(
@@ -134,16 +149,13 @@ def _metrics(
     """train_metrics.json, apart from the stage's wall time."""
     timed = [e["train_seconds"] for e in outcome.epochs if e["train_seconds"] is not None]
     train_s = sum(timed) if timed else outcome.train_seconds
-    lora = {
-        "r": preset.rank,
-        "alpha": preset.alpha,
-        "target_modules": preset.target_regex(outcome.model.config.num_hidden_layers),
-        "last_layers": preset.last_layers,
-    }
     return {
         "preset": preset.name,
         "description": preset.description,
-        "lora": lora if preset.is_lora else None,
+        "trains": preset.trains,
+        "architecture": outcome.architecture.name,
+        "head_modules": list(outcome.architecture.head),
+        "lora": _lora_block(config, preset, outcome) if preset.is_lora else None,
         "base_model": config.model.base,
         "max_length": config.model.max_length,
         "seed": config.seed,

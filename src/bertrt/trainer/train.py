@@ -1,4 +1,4 @@
-"""Fine-tune the classifier with transformers' Trainer (LoRA via peft, or full).
+"""Fine-tune the classifier with transformers' Trainer (LoRA via peft, head-only, or full).
 
 Trainer brings what the issue asks for without hand-written loops: evaluation
 and a checkpoint each epoch, the best epoch (lowest validation loss) restored
@@ -27,8 +27,9 @@ from bertrt.data.labels import label_maps
 from bertrt.errors import ConfigError, UnavailableError
 from bertrt.hardware import cpu_has_native_bf16, cpu_model
 from bertrt.metrics import classification_metrics
-from bertrt.modeling import ATTENTION, resolve_base_model
-from bertrt.trainer.presets import Preset
+from bertrt.modeling import ATTENTION, INPUT_NAMES, model_input_names, resolve_base_model
+from bertrt.trainer.hub import from_pretrained
+from bertrt.trainer.presets import Architecture, Preset, architecture_for
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +69,45 @@ def device_description(precision: str) -> dict[str, Any]:
 
 # -- model ----------------------------------------------------------------------
 def load_base(config: Config, labels: Sequence[str]) -> tuple[Any, Any, str]:
-    """The base encoder with a new head of ``len(labels)`` classes, and its tokenizer."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """The base encoder with a new head of ``len(labels)`` classes, and its tokenizer.
 
-    path = resolve_base_model(config.model.base)
+    The architecture is checked on config.json first, so an unsupported base
+    stops before its weights are read; a base that is nowhere to be found
+    (no such directory, not in the hub cache, hub unreachable) stops with
+    one line saying where it was looked for.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    base = config.model.base
+    path = resolve_base_model(base)
+    architecture_for(from_pretrained(AutoConfig, base, path).model_type, base)
     id2label, label2id = label_maps(labels)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = from_pretrained(
+        AutoModelForSequenceClassification,
+        base,
         path,
         num_labels=len(labels),
         id2label=id2label,
         label2id=label2id,
         attn_implementation=ATTENTION,
     )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = from_pretrained(AutoTokenizer, base, path)
     return model, tokenizer, path
 
 
 def apply_preset(model: Any, preset: Preset) -> Any:
-    """Wrap ``model`` in a peft LoRA model (classifier head in modules_to_save), or leave it whole."""
-    if not preset.is_lora:
+    """What ``preset`` trains, on ``model``'s architecture (``config.model_type``).
+
+    LoRA: a peft model whose target regex names the architecture's modules and
+    whose ``modules_to_save`` is its whole head (DistilBERT's pre_classifier
+    too). ``head-only``: the model with every weight but the head frozen.
+    ``full``: the model as it is.
+    """
+    architecture = architecture_for(model.config.model_type, model.config.name_or_path)
+    if preset.trains == "full":
         return model
+    if preset.trains == "head":
+        return freeze_all_but_head(model, architecture)
     from peft import LoraConfig, TaskType, get_peft_model
 
     lora = LoraConfig(
@@ -95,9 +115,31 @@ def apply_preset(model: Any, preset: Preset) -> Any:
         r=preset.rank,
         lora_alpha=preset.alpha,
         lora_dropout=0.1,
-        target_modules=preset.target_regex(model.config.num_hidden_layers),
+        target_modules=preset.target_regex(model.config.num_hidden_layers, architecture),
+        modules_to_save=list(architecture.head),
     )
     return get_peft_model(model, lora)
+
+
+def freeze_all_but_head(model: Any, architecture: Architecture) -> Any:
+    """``head-only``: every encoder weight frozen, the head's modules trained in full.
+
+    The head modules are looked up by exact name among the model's children, so
+    a head this table does not know fails here rather than training nothing.
+    """
+    children = dict(model.named_children())
+    missing = [name for name in architecture.head if name not in children]
+    if missing:
+        raise ConfigError(
+            f"{type(model).__name__} has no head module {', '.join(missing)} "
+            f"(expected for {architecture.name}); preset head-only cannot train it"
+        )
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for name in architecture.head:
+        for parameter in children[name].parameters():
+            parameter.requires_grad_(True)
+    return model
 
 
 def parameter_counts(model: Any) -> dict[str, Any]:
@@ -117,15 +159,21 @@ def parameter_counts(model: Any) -> dict[str, Any]:
 class TokenizedRows(torch.utils.data.Dataset):
     """Unpadded token ids per row; DataCollatorWithPadding pads each batch to its longest row."""
 
-    def __init__(self, tokenizer: Any, frame: pd.DataFrame, max_length: int, sort: bool = False):
+    def __init__(
+        self,
+        tokenizer: Any,
+        frame: pd.DataFrame,
+        max_length: int,
+        sort: bool = False,
+        input_names: Sequence[str] = INPUT_NAMES,
+    ):
+        """``input_names``: the model's inputs (DistilBERT has no token_type_ids)."""
         encoded = tokenizer(
             list(frame["text"]), truncation=True, max_length=max_length, return_token_type_ids=True
         )
         self.rows = [
             {
-                "input_ids": encoded["input_ids"][i],
-                "attention_mask": encoded["attention_mask"][i],
-                "token_type_ids": encoded["token_type_ids"][i],
+                **{name: encoded[name][i] for name in input_names},
                 "labels": int(label),
             }
             for i, label in enumerate(frame["label"])
@@ -163,6 +211,7 @@ class TrainOutcome:
     trainer: Any
     model: Any  # the best epoch's model (PeftModel or plain), unwrapped
     tokenizer: Any
+    architecture: Architecture
     precision: str
     parameters: dict[str, Any]
     epochs: list[dict[str, Any]]
@@ -199,8 +248,10 @@ def epoch_index(epoch: float) -> int:
 
 
 def _compute_metrics(eval_pred: Any) -> dict[str, float]:
+    """Validation metrics per epoch; macro-F1 where the metrics module reports it."""
     report = classification_metrics(eval_pred.predictions, eval_pred.label_ids)
-    return {k: report[k] for k in ("accuracy", "precision", "recall", "f1")}
+    keys = ("accuracy", "precision", "recall", "f1", "macro_f1")
+    return {k: report[k] for k in keys if k in report}
 
 
 def _epoch_history(
@@ -223,6 +274,7 @@ def _epoch_history(
                 "val_loss": entry["eval_loss"],
                 "val_accuracy": entry.get("eval_accuracy"),
                 "val_f1": entry.get("eval_f1"),
+                "val_macro_f1": entry.get("eval_macro_f1"),
                 "train_seconds": round(seconds[epoch], 2) if epoch in seconds else None,
             }
         )
@@ -245,17 +297,12 @@ def train_model(
     cuda = torch.cuda.is_available()
     precision = resolve_precision(cfg.precision, cuda)
     set_seed(config.seed)
-    base, tokenizer, _ = load_base(config, labels)
-    model = apply_preset(base, preset)
+    model, tokenizer, names, architecture = _prepared_model(config, preset, labels)
     counts = parameter_counts(model)
-    print(
-        f"preset {preset.name}: trainable params {counts['trainable']:,} || "
-        f"all params {counts['total']:,} || trainable {counts['trainable_percent']:.2f}%"
-    )
     max_length = config.model.max_length
-    train_ds = TokenizedRows(tokenizer, frames["train"], max_length)
-    val_ds = TokenizedRows(tokenizer, frames["val"], max_length, sort=True)
-    test_ds = TokenizedRows(tokenizer, frames["test"], max_length, sort=True)
+    train_ds = TokenizedRows(tokenizer, frames["train"], max_length, input_names=names)
+    val_ds = TokenizedRows(tokenizer, frames["val"], max_length, sort=True, input_names=names)
+    test_ds = TokenizedRows(tokenizer, frames["test"], max_length, sort=True, input_names=names)
     timer = _epoch_timer()
     trainer = Trainer(
         model=model,
@@ -279,6 +326,7 @@ def train_model(
         # Accelerate patched forward() with the mixed-precision autocast; unwrap to plain fp32.
         model=trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False),
         tokenizer=tokenizer,
+        architecture=architecture,
         precision=precision,
         parameters=counts,
         epochs=epochs,
@@ -287,8 +335,23 @@ def train_model(
         resumed_from=last,
         train_seconds=train_seconds,
         samples_trained=_samples_trained(cfg, trainer, epochs, len(train_ds)),
-        test=_test_metrics(trainer, test_ds, precision),
+        test=_test_metrics(trainer, test_ds, precision, labels),
     )
+
+
+def _prepared_model(
+    config: Config, preset: Preset, labels: Sequence[str]
+) -> tuple[Any, Any, tuple[str, ...], Architecture]:
+    """The model as the preset trains it, its tokenizer, its inputs and its architecture."""
+    base, tokenizer, _ = load_base(config, labels)
+    names = model_input_names(base, tokenizer)  # before peft wraps forward in **kwargs
+    model = apply_preset(base, preset)
+    counts = parameter_counts(model)
+    print(
+        f"preset {preset.name}: trainable params {counts['trainable']:,} || "
+        f"all params {counts['total']:,} || trainable {counts['trainable_percent']:.2f}%"
+    )
+    return model, tokenizer, names, architecture_for(base.config.model_type)
 
 
 def _training_arguments(config: Config, output_dir: Path, precision: str, cuda: bool) -> Any:
@@ -351,10 +414,12 @@ def _samples_trained(
     return int(trainer.state.global_step * cfg.batch_size)
 
 
-def _test_metrics(trainer: Any, test_ds: TokenizedRows, precision: str) -> dict[str, Any]:
+def _test_metrics(
+    trainer: Any, test_ds: TokenizedRows, precision: str, labels: Sequence[str]
+) -> dict[str, Any]:
     predictions = trainer.predict(test_ds)  # every rank takes part (distributed gather)
     test = classification_metrics(
-        np.asarray(predictions.predictions), np.asarray(predictions.label_ids)
+        np.asarray(predictions.predictions), np.asarray(predictions.label_ids), labels
     )
     test["precision_mode"] = device_description(precision)["precision"]
     return test

@@ -40,6 +40,9 @@ class EngineMeta:
     onnx_file: str  # relative to the run dir
     onnx_sha256: str
     build_s: float
+    # The engine's input tensors, in order: the ONNX graph's (the model's own; no
+    # token_type_ids for DistilBERT/RoBERTa). Empty in sidecars written before it was kept.
+    inputs: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     io: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {mode, dtype}
     layer_precisions: dict[str, int] = field(default_factory=dict)

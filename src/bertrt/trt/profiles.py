@@ -1,9 +1,10 @@
 """Optimization-profile shapes for TensorRT, computed from the ``engines.profile`` config.
 
 A TensorRT engine built with dynamic shapes accepts only inputs whose shape
-lies between the profile's min and max, and is tuned for ``opt``. All three
-model inputs share one [batch, seq] shape, so one (batch, seq) triple pair
-describes the whole profile. This module is pure Python: it is tested on the
+lies between the profile's min and max, and is tuned for ``opt``. Every model
+input (two or three, by architecture: the ONNX graph's, never a constant list)
+shares one [batch, seq] shape, so one (batch, seq) triple pair describes the
+whole profile. This module is pure Python: it is tested on the
 CPU and used by the builder (to set the profile), the sidecar (to record it)
 and the runtime (to refuse shapes outside it with a readable message).
 """
@@ -11,13 +12,13 @@ and the runtime (to refuse shapes outside it with a readable message).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bertrt.config import ProfileConfig
 from bertrt.errors import BertrtError, ConfigError
-from bertrt.modeling import INPUT_NAMES
 
 Shape = tuple[int, int]
 
@@ -30,7 +31,7 @@ class ShapeOutsideProfileError(BertrtError):
 
 @dataclass(frozen=True)
 class Profile:
-    """min/opt/max of batch and sequence length; one profile for all three inputs."""
+    """min/opt/max of batch and sequence length; one profile for every model input."""
 
     batch: tuple[int, int, int]
     seq: tuple[int, int, int]
@@ -47,9 +48,15 @@ class Profile:
     def max(self) -> Shape:
         return (self.batch[2], self.seq[2])
 
-    def input_shapes(self) -> dict[str, tuple[Shape, Shape, Shape]]:
-        """What ``IOptimizationProfile.set_shape`` receives, per input name."""
-        return {name: (self.min, self.opt, self.max) for name in INPUT_NAMES}
+    def input_shapes(self, input_names: Sequence[str]) -> dict[str, tuple[Shape, Shape, Shape]]:
+        """What ``IOptimizationProfile.set_shape`` receives, per input of the network.
+
+        ``input_names`` are the network's (parsed from the ONNX graph), so a
+        model without ``token_type_ids`` gets no profile entry for one.
+        """
+        if not input_names:
+            raise ValueError("a profile needs the network's input names; got none")
+        return {name: (self.min, self.opt, self.max) for name in input_names}
 
     def contains(self, shape: tuple[int, ...]) -> bool:
         return (

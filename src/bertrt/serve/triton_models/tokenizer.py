@@ -2,7 +2,9 @@
 
 Copied as ``tokenizer/1/model.py`` by ``bertrt triton-repo``, beside the run's
 ``tokenizer.json`` and ``text_builder.py`` (the data stage's text functions),
-so the container needs only ``tokenizers`` and NumPy. Each request is padded
+so the container needs only ``tokenizers`` and NumPy. It emits exactly the
+classifier's inputs (``bertrt_text.json``: ``inputs``; no ``token_type_ids``
+for DistilBERT or RoBERTa), padded with the tokenizer's own ``pad_id``. Each request is padded
 to its own longest row rounded up to ``BUCKET`` tokens: the classifier's
 dynamic batcher batches only equal shapes, so a few widths batch far better
 than every width.
@@ -28,6 +30,8 @@ class TritonPythonModel:
         settings = json.loads((here / "bertrt_text.json").read_text())
         self.code_blocks = settings["code_blocks"]
         self.max_length = int(settings["max_length"])
+        self.inputs = list(settings["inputs"])
+        self.pad_id = int(settings["pad_id"])
         self.tokenizer = Tokenizer.from_file(str(here / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
@@ -56,14 +60,17 @@ class TritonPythonModel:
         encodings = self.tokenizer.encode_batch(texts)
         longest = max(len(e.ids) for e in encodings)
         width = min(-(-longest // BUCKET) * BUCKET, self.max_length)
-        arrays = {n: np.zeros((len(texts), width), np.int64) for n in ("ids", "mask", "types")}
+        arrays = {
+            "input_ids": np.full((len(texts), width), self.pad_id, np.int64),
+            "attention_mask": np.zeros((len(texts), width), np.int64),
+            "token_type_ids": np.zeros((len(texts), width), np.int64),
+        }
         for row, enc in enumerate(encodings):
             n = len(enc.ids)
-            arrays["ids"][row, :n] = enc.ids
-            arrays["mask"][row, :n] = 1
-            arrays["types"][row, :n] = enc.type_ids
-        names = {"ids": "input_ids", "mask": "attention_mask", "types": "token_type_ids"}
-        return [pb_utils.Tensor(names[k], v) for k, v in arrays.items()]
+            arrays["input_ids"][row, :n] = enc.ids
+            arrays["attention_mask"][row, :n] = 1
+            arrays["token_type_ids"][row, :n] = enc.type_ids
+        return [pb_utils.Tensor(name, arrays[name]) for name in self.inputs]
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
