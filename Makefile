@@ -11,13 +11,14 @@ SET    ?=
 # Kaggle task: closed (open vs closed) or close-reason (the 5-class target)
 TASK   ?= closed
 IMAGE  ?= bertrt-trt:latest
+PYTRITON ?= 0.7.0
 BERTRT := $(PYTHON) -m bertrt
 # User values reach the shell single-quoted ($(call q,...)): a path with spaces,
 # quotes or $ stays one argument. (SET is split on spaces by make: one KEY=VALUE per word.)
 q = '$(subst ','\'',$(1))'
 ARGS    = --run-dir $(call q,$(RUN)) --config $(call q,$(CONFIG)) $(foreach s,$(SET),--set $(call q,$(s)))
 
-.PHONY: install dev all data train export calibrate build-engine bench evaluate \
+.PHONY: install dev serve-deps serve-env all data train export calibrate build-engine bench evaluate \
         presets test lint typecheck imports gpu-check docker-build docker-run clean-run check-data
 
 # CPU torch first: 2.13.0 is on this machine's disk; an unpinned torch would
@@ -27,9 +28,25 @@ install:
 	$(PYTHON) -m pip install -e .
 
 dev: install
-	$(PYTHON) -m pip install -e '.[dev]'
+	$(PYTHON) -m pip install -e '.[dev,serve]'
 	# The stubs' metadata requires the full tensorrt package (NVIDIA's index): skip deps.
 	$(PYTHON) -m pip install --no-deps tensorrt-stubs==10.13.0.35.1
+	# The live-server tests (tests/unit/test_serve.py): see serve-deps, serve-env.
+	$(PYTHON) -m pip install --no-deps nvidia-pytriton==$(PYTRITON)
+	$(PYTHON) -m bertrt.serve.stub_env
+
+# `bertrt serve` (docs/serving.md). nvidia-pytriton's metadata pins numpy<2,
+# which would downgrade NumPy and break pandas 3: it goes in with --no-deps,
+# its real dependencies come with the serve extra.
+serve-deps:
+	$(PYTHON) -m pip install -e '.[serve]'
+	$(PYTHON) -m pip install --no-deps nvidia-pytriton==$(PYTRITON)
+
+# Under NumPy 2, PyTriton's Python-backend stub (built against NumPy 1.x) runs
+# on a venv of its own with numpy<2 and pyzmq, cached under ~/.cache/bertrt
+# (`bertrt serve` builds it on first use otherwise). Prints its path.
+serve-env:
+	$(PYTHON) -m bertrt.serve.stub_env
 
 check-data:
 	@test -f $(call q,$(DATA)) || { \

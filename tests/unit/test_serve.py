@@ -1,17 +1,25 @@
-"""Serving: request texts, the Triton model repository, and the server (where it can start).
+"""Serving: request texts, the Triton model repository, and the live server.
 
 The repository tests need only tritonclient (Triton's config schema) and run
-on the CPU. The server test starts one ``bertrt serve`` for the module on free
-ports and skips, with the reason, where PyTriton's stub cannot run here.
+on the CPU. The server tests start a real ``bertrt serve`` (PyTriton's
+tritonserver) on free loopback ports: one for the module, one more for the
+dead-stub test. Under NumPy 2 the first start builds the stub's NumPy 1.x
+environment (``make dev`` builds it beforehand); where that cannot be built
+the server refuses in one line and these tests skip with that line.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -287,55 +295,271 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_refuses_fast_where_the_stub_cannot_read_text(exported_run: RunDir) -> None:
+def test_process_table_leaves_out_zombies() -> None:
+    """A killed stub stays a zombie under Triton: it must count as dead."""
+    from bertrt.serve.server import _processes
+
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.05)
+    assert child.pid not in _processes()
+    assert os.getpid() in _processes()
+    child.wait()
+
+
+def test_server_error_keeps_the_line_meant_for_the_client() -> None:
+    from bertrt.serve.client import server_error
+
+    traceback = (
+        "Failed to process the request(s) for model 'bertrt_0_0', message: TritonModelException:"
+        ' Model execute error: Traceback (most recent call last):\n  File "model.py", line 86\n'
+        "bertrt.serve.texts.RequestError: row 0: empty text (nothing but whitespace)\n\nAt:\n"
+    )
+    assert server_error(traceback) == "row 0: empty text (nothing but whitespace)"
+    assert server_error("inference request batch-size must be <= 32\n") == (
+        "inference request batch-size must be <= 32"
+    )
+
+
+def test_serve_refuses_a_stub_env_without_numpy_1_in_one_line(
+    exported_run: RunDir, tmp_path: Path
+) -> None:
     pytest.importorskip("pytriton")
-    from bertrt.serve.server import stub_numpy_problem
-
-    if stub_numpy_problem() is None:
-        pytest.skip("NumPy 1.x here: the live server test below covers serving")
-    cmd = [
-        sys.executable,
-        "-m",
-        "bertrt",
-        "serve",
-        "--run-dir",
-        str(exported_run.root),
-        "--model",
-        "onnx-fp32",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 3 and "NumPy 1.x" in done.stderr
-
-
-def test_live_server_answers_and_survives_bad_input(exported_run: RunDir) -> None:
-    pytest.importorskip("pytriton")
-    from bertrt.serve.client import predict_url, served_labels
-    from bertrt.serve.server import stub_numpy_problem
-
-    if problem := stub_numpy_problem():
-        pytest.skip(f"tritonserver cannot serve BYTES here: {problem}")
-    http, grpc, metrics = _free_port(), _free_port(), _free_port()
     cmd = [sys.executable, "-m", "bertrt", "serve", "--run-dir", str(exported_run.root),
+           "--model", "onnx-fp32", "--stub-env", str(tmp_path / "no-env")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("bertrt serve: error")]
+    assert done.returncode == 3 and len(errors) == 1 and "--stub-env" in errors[0]
+
+
+@dataclass
+class Live:
+    """A ``bertrt serve`` subprocess on free loopback ports, its log in a file (never a pipe)."""
+
+    process: subprocess.Popen[bytes]
+    http: int
+    metrics: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.http}"
+
+    def ready(self) -> bool:
+        try:
+            urllib.request.urlopen(f"http://{self.url}/v2/models/bertrt/ready", timeout=2)
+            return True
+        except OSError:
+            return False
+
+    def wait_log(self, text: str, timeout_s: float = 60) -> None:
+        """Until ``text`` is in the server's log: ``bertrt serve`` reached that point."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log.read_text():
+            assert time.monotonic() < deadline, f"no {text!r} in the log after {timeout_s} s"
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(timeout=90)
+
+
+QUEUE = 8  # the live server's --max-queue-size
+
+
+def _start_server(run: RunDir, log: Path, *extra: str) -> Live:
+    """Start ``bertrt serve`` and wait until its model is ready (the first start may build
+    the stub's NumPy 1.x environment); skip with the server's own line where it refuses (exit 3).
+    """
+    pytest.importorskip("pytriton")
+    pytest.importorskip("tritonclient.http")
+    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    cmd = [sys.executable, "-m", "bertrt", "serve", "--run-dir", str(run.root),
            "--set", "model.max_length=32", "--model", "onnx-fp32", "--http-port", str(http),
-           "--grpc-port", str(grpc), "--metrics-port", str(metrics)]  # fmt: skip
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--drain-s", "5", *extra]  # fmt: skip
+    with log.open("wb") as out:
+        live = Live(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT), http, metrics, log)
+    deadline = time.monotonic() + 600
+    while not live.ready():
+        if (code := live.process.poll()) is not None:
+            error = [x for x in log.read_text().splitlines() if x.startswith("bertrt serve: error")]
+            if code == 3 and error:
+                pytest.skip(error[0])
+            pytest.fail(f"bertrt serve exited {code}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            live.stop()
+            pytest.fail(f"not ready after 600 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return live
+
+
+@pytest.fixture(scope="module")
+def live(exported_run: RunDir, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    log = tmp_path_factory.mktemp("live") / "serve.log"
+    server = _start_server(exported_run, log, "--max-queue-size", str(QUEUE))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/bertrt/ready", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                time.sleep(1)
-        url = f"127.0.0.1:{http}"
-        answer = predict_url(url, {"text": TEXTS}, served_labels(exported_run))[0]
-        assert answer["label"] in ("open", "closed")
-        assert list(answer["probabilities"]) == ["open", "closed"]
-        for bad in ({"text": ["   "]}, {}):
-            with pytest.raises(Exception, match=r"empty text|missing input|0 inputs"):
-                predict_url(url, bad)
-        assert len(predict_url(url, {"title": ["Why?"], "body": ["x"]})) == 1
+        yield server
     finally:
-        server.terminate()
-        assert server.wait(timeout=60) == 0
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+
+
+UNICODE = ["héllo wörld — naïve “quotes” ☃ 漢字?", "x" * 1_000_000, *TEXTS]
+
+
+def test_live_server_answers_what_the_model_answers_in_process(
+    live: Live, exported_run: RunDir
+) -> None:
+    """BYTES cross the stub intact: the served probabilities are the in-process model's.
+
+    A string mangled on the way (the NumPy 2 stride bug turned "Hello" into
+    "HHHHH") would tokenize differently and move the probabilities. The 1 MB
+    text is truncated to max_length, not refused.
+    """
+    from bertrt.serve.client import predict_url, served_labels
+    from bertrt.serve.server import instance_models
+
+    names = served_labels(exported_run)
+    answers = predict_url(live.url, {"text": UNICODE}, names)
+    (local,) = instance_models(load_config(None, ["model.max_length=32"]), exported_run,
+                               "onnx-fp32", 1)  # fmt: skip
+    rows = np.array([t.encode() for t in UNICODE], dtype=object).reshape(-1, 1)
+    (expected,) = local([{"text": rows}])
+    local.deactivate()
+    served = np.array([list(a["probabilities"].values()) for a in answers], dtype=np.float32)
+    assert names is not None and [a["label"] for a in answers] == [
+        x.decode() for x in expected["label"][:, 0]
+    ]
+    np.testing.assert_allclose(served, expected["probabilities"], atol=1e-5)
+    assert len(predict_url(live.url, {"title": ["Why?"], "body": ["x"]}, names)) == 1
+
+
+def _raw(name: str, array: np.ndarray, dtype: str) -> Any:
+    import tritonclient.http as httpclient
+
+    tensor = httpclient.InferInput(name, list(array.shape), dtype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _bytes(*texts: bytes) -> np.ndarray:
+    return np.array(list(texts), dtype=object).reshape(-1, 1)
+
+
+BAD_REQUESTS = {
+    "empty text": ([("text", _bytes(b""), "BYTES")], "row 0: empty text"),
+    "whitespace only": ([("text", _bytes(b" \n\t "), "BYTES")], "row 0: empty text"),
+    "invalid UTF-8": ([("text", _bytes(b"\xff\xfe why"), "BYTES")], "not valid UTF-8"),
+    "missing input": ([], "request has 0 inputs"),
+    "wrong dtype": ([("text", np.array([[7]], dtype=np.int32), "INT32")], "expects 'BYTES'"),
+    "batch over max_batch": ([("text", _bytes(*[b"q"] * 33), "BYTES")], "must be <= 32"),
+    "text and title": (
+        [("text", _bytes(b"a"), "BYTES"), ("title", _bytes(b"b"), "BYTES")],
+        "either `text` or `title`",
+    ),
+    "unknown input": ([("question", _bytes(b"a"), "BYTES")], "unexpected inference input"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_live_server_answers_a_bad_request_with_its_error_then_the_next_one(
+    live: Live, case: str
+) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    from bertrt.serve.client import client, predict_url, server_error
+
+    inputs, message = BAD_REQUESTS[case]
+    with client(live.url) as conn, pytest.raises(InferenceServerException) as err:
+        conn.infer("bertrt", [_raw(*spec) for spec in inputs])
+    assert message in server_error(err.value.message() or str(err.value))
+    assert predict_url(live.url, {"text": ["How do I sort a list?"]})[0]["label"]
+
+
+def _one_request(url: str, text: str, out: list[tuple[bool, float, str]]) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    from bertrt.serve.client import client, text_inputs
+
+    with client(url, timeout_s=300) as conn:
+        start = time.perf_counter()
+        try:
+            conn.infer("bertrt", text_inputs({"text": [text]}))
+            out.append((True, time.perf_counter() - start, ""))
+        except InferenceServerException as err:
+            out.append((False, time.perf_counter() - start, err.message() or ""))
+
+
+def test_live_server_rejects_requests_beyond_its_queue_fast(live: Live) -> None:
+    """64 simultaneous long texts against a queue of 8: the excess is refused at once."""
+    from bertrt.serve.client import predict_url
+
+    out: list[tuple[bool, float, str]] = []
+    threads = [
+        threading.Thread(target=_one_request, args=(live.url, f"q{i} " * 60_000, out))
+        for i in range(64)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    refused = [(s, m) for ok, s, m in out if not ok]
+    assert len(out) == 64 and refused, "nothing was refused: the queue bound is not enforced"
+    assert all("Exceeds maximum queue size" in m for _, m in refused), refused[:3]
+    assert max(s for s, _ in refused) < 2.0, "a refusal waited in line"
+    assert predict_url(live.url, {"text": ["How do I sort a list?"]})[0]["label"]
+
+
+def test_load_test_accounts_for_every_request(live: Live, tmp_path: Path) -> None:
+    from bertrt.serve.loadtest import sweep
+
+    metrics = f"http://127.0.0.1:{live.metrics}/metrics"
+    steps = sweep(live.url, metrics, TEXTS, [1, 4], 24, 60.0, tmp_path)
+    for step in steps:
+        assert step.sent == step.answered + step.errors == 24
+        assert step.errors == 0 and step.mean_batch >= 1.0
+    assert {p.name for p in tmp_path.iterdir()} >= {"serve.json", "serve.md", "serve.png"}
+
+
+def test_sigterm_drains_and_exits_0(live: Live) -> None:
+    assert live.stop() == 0
+    assert not live.ready()
+
+
+def test_a_dead_model_stub_makes_the_server_not_ready_and_serve_exit_1(
+    exported_run: RunDir, tmp_path: Path
+) -> None:
+    """Triton alone keeps a model whose stub died "ready"; ``bertrt serve`` must not."""
+    from bertrt.serve.server import stub_processes
+
+    server = _start_server(exported_run, tmp_path / "serve.log")
+    try:
+        server.wait_log("serving onnx-fp32 as model")  # the model is ready a moment before
+        stubs = stub_processes(server.process.pid)
+        assert len(stubs) == 1
+        os.kill(stubs[0], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while server.ready():
+            assert time.monotonic() < deadline, "still ready 15 s after the stub died"
+            time.sleep(0.2)
+        assert server.process.wait(timeout=90) == 1
+        assert "Python-backend stub of the 'bertrt' model died" in server.log.read_text()
+    finally:
+        server.stop()
+
+
+def test_a_stub_lost_while_starting_is_an_error_line_not_a_traceback() -> None:
+    pytest.importorskip("pytriton")
+    from bertrt.errors import BertrtError
+    from bertrt.serve.server import start
+
+    class Triton:
+        def run(self) -> None:
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    with pytest.raises(BertrtError, match=r"stub failed to start: .*Connection reset"):
+        start(Triton(), None)

@@ -10,6 +10,7 @@ Two ways, one contract (BYTES ``text``, or ``title`` + ``body`` → BYTES
   repository for NVIDIA's ``tritonserver`` container, for scaling out
   (replicas, instance groups, Kubernetes) without this package installed.
 
-PyTriton and tritonclient are an optional extra (``pip install .[serve]``),
-imported only inside the functions that need them.
+PyTriton and tritonclient are optional (``make serve-deps``: the ``serve``
+extra, then nvidia-pytriton without its numpy<2 pin), imported only inside
+the functions that need them.
 """

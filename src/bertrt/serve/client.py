@@ -13,6 +13,7 @@ mislabelled answer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -93,6 +94,18 @@ def named_answers(
     return named_probabilities(probs, names)
 
 
+def server_error(message: str) -> str:
+    """What the client got wrong, out of a server error that may carry a traceback.
+
+    PyTriton answers an exception of the inference callable with its whole
+    traceback; the last ``RequestError:`` line in it is the message meant for
+    the client (:class:`bertrt.serve.texts.RequestError`). Errors Triton
+    raises itself (dtype, shape, batch size, queue full) come as one line.
+    """
+    found = re.findall(r"RequestError: (.+)", message)
+    return found[-1].strip() if found else " ".join(message.split())
+
+
 def predict_url(
     url: str, fields: dict[str, list[str]], names: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -106,5 +119,5 @@ def predict_url(
         try:
             result = conn.infer(MODEL_NAME, text_inputs(fields))
         except InferenceServerException as err:
-            raise BertrtError(f"{url}: {err.message()}") from None
+            raise BertrtError(f"{url}: {server_error(err.message() or str(err))}") from None
     return named_answers(result.as_numpy("label"), result.as_numpy("probabilities"), names, url)

@@ -34,6 +34,18 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("--max-queue-delay-us", type=int, default=2000)
     p.add_argument("--instances", type=int, default=1)
     p.add_argument("--no-dynamic-batching", action="store_true")
+    p.add_argument(
+        "--max-queue-size", type=int, default=256, help="queued requests beyond it are refused"
+    )
+    p.add_argument(
+        "--drain-s", type=int, default=30, help="on SIGTERM, wait this long for in-flight requests"
+    )
+    p.add_argument(
+        "--stub-env",
+        default=None,
+        help="NumPy 1.x venv for Triton's Python-backend stub under NumPy 2 "
+        "(default: built once under ~/.cache/bertrt)",
+    )
 
     p = sub.add_parser("triton-repo", help="model repository for NVIDIA's tritonserver container")
     common(p)
@@ -60,6 +72,7 @@ def serve_command(args: argparse.Namespace, config: Config, run: RunDir) -> None
     options = ServeOptions(
         args.model, args.http_port, args.grpc_port, args.metrics_port, args.max_batch,
         args.max_queue_delay_us, args.instances, not args.no_dynamic_batching,
+        args.max_queue_size, Path(args.stub_env) if args.stub_env else None, args.drain_s,
     )  # fmt: skip
     if serve(config, run, options) != 0:
         raise BertrtError("the server stopped on its own (Triton or the model process died)")

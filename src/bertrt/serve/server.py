@@ -8,8 +8,13 @@ dynamic batching) whose Python-backend proxy forwards each dynamic batch to a
    starts, so ``/v2/health/ready`` turns true only once the model has run;
 2. ``SIGTERM`` (and ``SIGINT``) stop Triton, which drains in-flight
    requests (``exit_timeout_secs``) before the runners are freed;
-3. if Triton or the model's proxy dies on its own, :func:`serve` returns
-   non-zero with a message instead of hanging on a server that answers nothing.
+3. if Triton or the model's proxy (the Python-backend stub) dies on its own,
+   :func:`serve` stops Triton and returns non-zero with a message instead of
+   leaving a server that is "ready" and answers nothing (:func:`watch`).
+
+Under NumPy 2 the stub runs on a NumPy 1.x environment of its own
+(:mod:`bertrt.serve.stub_env`): it is built against NumPy 1.x and reads
+BYTES tensors wrongly with NumPy 2.
 """
 
 from __future__ import annotations
@@ -30,16 +35,19 @@ import numpy as np
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.data.labels import run_labels
-from bertrt.errors import UnavailableError
+from bertrt.errors import BertrtError, UnavailableError
 from bertrt.hardware import usable_cores
 from bertrt.runners.registry import runner_for_model, tensorrt_unavailable
 from bertrt.serve.model import ServedModel
+from bertrt.serve.stub_env import backend_python, ensure_stub_env
 from bertrt.serve.texts import TEXT_INPUTS, TextOptions, load_run_tokenizer
 
 LOG = logging.getLogger(__name__)
 MODEL_NAME = "bertrt"
-DRAIN_SECONDS = 30  # how long Triton waits for in-flight requests on shutdown
-SERVE_EXTRA = "pip install 'bertrt[serve]' (nvidia-pytriton, tritonclient)"
+DRAIN_SECONDS = 30  # default: how long Triton waits for in-flight requests on shutdown
+SERVE_EXTRA = (
+    "make serve-deps (pip install -e '.[serve]' && pip install --no-deps nvidia-pytriton==0.7.0)"
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class ServeOptions:
     instances: int = 1
     dynamic_batching: bool = True
     max_queue_size: int = 256  # beyond it requests are rejected at once, not queued
+    stub_env: Path | None = None  # None: stub_env.ensure_stub_env()'s choice
+    drain_s: int = DRAIN_SECONDS  # also how long a stop takes once a model stub is dead
 
 
 def default_model(run: RunDir) -> str:
@@ -81,36 +91,18 @@ def python_library_path() -> None:
         os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *[p for p in paths if p != libdir]])
 
 
-def stub_numpy_problem() -> str | None:
-    """Why PyTriton's Python-backend stub cannot read BYTES tensors here, or None.
-
-    The stub shipped with nvidia-pytriton 0.7 is compiled against NumPy 1.x
-    (hence the package's ``numpy<2`` pin) and imports the interpreter's own
-    NumPy (it runs Python in isolated mode: PYTHONPATH and ``._pth`` files do
-    not reach it). Under NumPy 2 it builds every BYTES input with wrong
-    strides and the stub dies on the first request ("Stub process is not
-    healthy"), measured with NumPy 2.4. Refusing at start beats a server
-    that is ready and answers nothing.
-    """
-    major = int(np.__version__.split(".")[0])
-    if major < 2:
-        return None
-    return (
-        f"this interpreter has NumPy {np.__version__}; the Triton Python-backend stub of "
-        "nvidia-pytriton 0.7 needs NumPy 1.x to read BYTES inputs (it crashes on the first "
-        "request otherwise). Install the serve extra in an environment that resolves "
-        "numpy<2 (pip install -e '.[serve]' in a fresh venv), or deploy the model "
-        "repository of `bertrt triton-repo` on NVIDIA's tritonserver container"
-    )
-
-
 @contextlib.contextmanager
-def triton_environment() -> Iterator[None]:
-    """The environment tritonserver (and its stubs) start with; this process keeps its own."""
+def triton_environment(stub_env: Path | None) -> Iterator[None]:
+    """The environment tritonserver (and its stubs) start with; this process keeps its own.
+
+    ``stub_env``: the stub's NumPy 1.x environment under NumPy 2
+    (:mod:`bertrt.serve.stub_env`), None to let the stub use this interpreter's.
+    """
     saved = os.environ.get("LD_LIBRARY_PATH")
     python_library_path()
     try:
-        yield
+        with backend_python(stub_env):
+            yield
     finally:
         if saved is None:
             os.environ.pop("LD_LIBRARY_PATH", None)
@@ -170,9 +162,88 @@ def triton_config(options: ServeOptions) -> Any:
         http_port=options.http_port,
         grpc_port=options.grpc_port,
         metrics_port=options.metrics_port,
-        exit_timeout_secs=DRAIN_SECONDS,
+        exit_timeout_secs=options.drain_s,
         strict_readiness=True,
     )
+
+
+STUB_COMM = "triton_python_b"  # /proc/<pid>/comm of triton_python_backend_stub (15 chars)
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid → (parent pid, command name) of every live process, from Linux's /proc.
+
+    Zombies are left out: Triton does not reap a stub that was killed, so
+    a dead stub stays in /proc (state ``Z``) for as long as Triton runs.
+    """
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited while we read
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        if fields[0] in ("Z", "X"):
+            continue
+        table[int(stat.parent.name)] = (int(fields[1]), name)
+    return table
+
+
+def stub_processes(root: int) -> list[int]:
+    """Pids of the live Python-backend stubs below process ``root`` (Triton's children)."""
+    table = _processes()
+    below: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - below
+        below |= frontier
+    return sorted(pid for pid in below if table[pid][1] == STUB_COMM)
+
+
+def watch(triton: Any, stubs: int, period_s: float = 1.0) -> int:
+    """Block while Triton and its ``stubs`` model stubs run; 1 as soon as one of them is gone.
+
+    PyTriton's ``is_alive()`` watches tritonserver and this process's
+    handlers, not the stub: when the stub dies, Triton keeps the model
+    "ready" and answers every request with "Stub process is not healthy".
+    So the stubs (one per instance) are counted here too, and a missing one
+    stops the server (it is no longer ready) and ends ``bertrt serve`` with 1.
+    Counted rather than remembered by pid, so a stub that dies before the
+    first look is caught too.
+    """
+    if not Path("/proc/self/stat").exists():
+        LOG.warning("no /proc here: a dead model stub goes unnoticed until Triton stops")
+        stubs = 0
+    while triton.is_alive():
+        alive = stub_processes(os.getpid())
+        if len(alive) < stubs:
+            LOG.error(
+                "a Python-backend stub of the %r model died (%d of %d left: %s)",
+                MODEL_NAME, len(alive), stubs, alive,
+            )  # fmt: skip
+            return 1
+        time.sleep(period_s)
+    LOG.error("Triton or the %r model process stopped unexpectedly", MODEL_NAME)
+    return 1
+
+
+def start(triton: Any, stub_env: Path | None) -> None:
+    """Start tritonserver and wait for the model: a failure is the user's line, not a traceback.
+
+    The model can turn ready a moment before PyTriton has connected to its
+    stub; a stub that dies in that moment fails PyTriton's connection
+    (``ConnectionResetError``), reported here like any start that failed.
+    """
+    from pytriton.exceptions import PyTritonError
+
+    with triton_environment(stub_env):
+        try:
+            triton.run()
+        except (OSError, PyTritonError) as err:
+            raise BertrtError(
+                f"Triton or the {MODEL_NAME!r} model's stub failed to start: {err}"
+            ) from None
 
 
 class _Stopped(Exception):
@@ -187,16 +258,16 @@ def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
     """Serve until SIGTERM/SIGINT (exit 0) or until Triton or the model dies (exit 1)."""
     model = options.model or default_model(run)
     pytriton = _pytriton()
-    if problem := stub_numpy_problem():
-        raise UnavailableError(problem)
+    stub_env = ensure_stub_env(options.stub_env)
+    if stub_env is not None:
+        LOG.info("NumPy %s here: Triton's Python-backend stub runs on %s", np.__version__, stub_env)
     models = instance_models(config, run, model, options.instances)
     LOG.info("%s warmed up on %d instance(s); starting Triton", model, len(models))
     triton = pytriton.triton.Triton(config=triton_config(options))
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         _bind(triton, models, options)
-        with triton_environment():
-            triton.run()
+        start(triton, stub_env)
         LOG.info(
             "serving %s as model %r: http :%d, grpc :%d, metrics :%d",
             model,
@@ -205,12 +276,9 @@ def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
             options.grpc_port,
             options.metrics_port,
         )
-        while triton.is_alive():
-            time.sleep(1.0)
-        LOG.error("Triton or the %r model process stopped unexpectedly", MODEL_NAME)
-        return 1
+        return watch(triton, len(models))
     except _Stopped as why:
-        LOG.info("%s: draining in-flight requests (up to %ds)", why, DRAIN_SECONDS)
+        LOG.info("%s: draining in-flight requests (up to %ds)", why, options.drain_s)
         return 0
     finally:
         for sig, handler in previous.items():  # a second signal ends the process
