@@ -8,8 +8,9 @@ DATA   ?= ../shared/data/train-sample.csv
 RUN    ?= runs/default
 CONFIG ?= configs/default.yaml
 SET    ?=
-# Kaggle task: closed (open vs closed) or close-reason (the 5-class target)
-TASK   ?= closed
+# Kaggle task: closed (open vs closed) or close-reason (the 5-class target);
+# empty = the config's data.task (closed by default)
+TASK   ?=
 IMAGE  ?= bertrt-trt:latest
 PYTRITON ?= 0.7.0
 BERTRT := $(PYTHON) -m bertrt
@@ -58,7 +59,7 @@ check-data:
 all: train export calibrate build-engine bench
 
 data: check-data
-	$(BERTRT) data --data $(call q,$(DATA)) --task $(call q,$(TASK)) $(ARGS)
+	$(BERTRT) data --data $(call q,$(DATA)) $(if $(TASK),--task $(call q,$(TASK))) $(ARGS)
 
 train: data
 	$(BERTRT) train $(ARGS)
@@ -80,7 +81,7 @@ bench:
 	$(PYTHON) bench/compare.py $(ARGS)
 
 presets: check-data
-	$(PYTHON) scripts/preset_table.py --data $(call q,$(DATA)) --task $(call q,$(TASK))
+	$(PYTHON) scripts/preset_table.py --data $(call q,$(DATA)) $(if $(TASK),--task $(call q,$(TASK)))
 
 lint:
 	ruff check src tests bench scripts

@@ -44,6 +44,7 @@ def serve(args: argparse.Namespace, batching: bool, log: Path) -> subprocess.Pop
     while not ready(args.port):
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
+            server.wait()
             sys.exit(f"bertrt serve did not start (see {log}):\n{log.read_text()[-2000:]}")
         time.sleep(0.5)
     return server
@@ -74,7 +75,11 @@ def main() -> int:
                                     "--out", str(out)])  # fmt: skip
         finally:
             server.terminate()
-            stopped = server.wait(timeout=120)
+            try:
+                stopped = server.wait(timeout=120)
+            except subprocess.TimeoutExpired:  # never leave a server holding the ports
+                server.kill()
+                stopped = server.wait()
         if code or stopped:
             return code or stopped
     return 0

@@ -214,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         "presets": rows,
     }
     tables = ordered({**load_tables(Path(args.json)), args.task: table})
+    text = markdown(tables)  # before either file is written: both change, or neither
     write_json(Path(args.json), tables)
-    write_text(Path(args.markdown), markdown(tables))
+    write_text(Path(args.markdown), text)
     print(f"wrote the {args.task} table to {args.markdown} and {args.json}")
     return 0
 

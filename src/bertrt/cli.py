@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config, load_config
+from bertrt.data.labels import TASK_LABELS
 from bertrt.errors import BertrtError, ConfigError
 from bertrt.runners.registry import MODEL_NAMES as EVAL_MODELS
 from bertrt.serve import commands as serve_commands
@@ -69,7 +70,7 @@ def _data_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--task",
-        choices=("closed", "close-reason"),
+        choices=tuple(TASK_LABELS),
         default=None,
         help="Kaggle file: open vs closed (default) or the 5-class close reason",
     )

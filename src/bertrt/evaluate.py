@@ -20,7 +20,7 @@ from bertrt.config import Config
 from bertrt.data import load_examples, read_split
 from bertrt.data.labels import run_labels
 from bertrt.data.text import clean_body, question_text, require_text
-from bertrt.errors import MissingArtifactError
+from bertrt.errors import MissingArtifactError, StaleArtifactError
 from bertrt.metrics import classification_metrics, named_probabilities, softmax
 from bertrt.modeling import load_tokenizer
 from bertrt.runners.base import Runner
@@ -53,7 +53,15 @@ def _score(
         _tokenizer(run), texts, config.model.max_length, config.train.eval_batch_size
     )
     with runner:
-        return predict_logits(runner, rows, progress=progress, desc=f"evaluate {runner.label}")
+        logits = predict_logits(runner, rows, progress=progress, desc=f"evaluate {runner.label}")
+    classes = len(run_labels(run))
+    if logits.shape[1] != classes:
+        raise StaleArtifactError(
+            f"{runner.label} gives {logits.shape[1]} classes but {run.split} names {classes}; "
+            f"the model is from another split: rerun `bertrt train --run-dir {run.root}` "
+            "and the stages after it"
+        )
+    return logits
 
 
 def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str) -> dict[str, Any]:

@@ -164,3 +164,43 @@ def test_format_report_of_five_named_classes() -> None:
     assert matrix[-1].split() == ["too", "localized", "0", "0", "0", "1", "2"]
     assert matrix[3].split()[-5:] == ["0", "0", "1", "0", "0"]  # not constructive
     assert len({len(line) for line in matrix}) == 1  # aligned
+
+
+def test_a_five_class_run_from_a_two_label_base_trains_and_evaluates(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """tiny_base has a 2-label head: the 5-class run gets a new one (not a size-mismatch crash)."""
+    from bertrt.artifacts import read_json, write_json
+    from bertrt.data.labels import CLOSE_REASON_LABELS
+    from bertrt.errors import StaleArtifactError
+
+    csv = write_csv(tmp_path / "train-sample.csv", synthetic_rows(200))
+    config = load_config(
+        None,
+        [
+            f"model.base={tiny_base}",
+            "model.max_length=32",
+            "train.batch_size=8",
+            "train.max_train_rows=48",
+            "train.eval_batch_size=16",
+            "data.task=close-reason",
+            f"data.csv={csv}",
+        ],
+    )
+    run = RunDir(tmp_path / "run")
+    data_stage.run(config, run)
+    train_stage.run(config, run)
+    test = read_json(run.train_metrics)["test"]
+    assert test["labels"] == list(CLOSE_REASON_LABELS) and len(test["confusion_matrix"]) == 5
+    report = evaluate_file(config, run, csv, "merged")
+    assert [c["name"] for c in report["per_class"]] == list(CLOSE_REASON_LABELS)
+    assert report["n"] == 200 and report["positive_class"] is None
+
+    # A 5-class merged/ put by hand into a run of two classes: the manifest agrees (both
+    # recorded again), so only the class count can tell.
+    document = read_json(run.split)
+    write_json(run.split, {**document, "labels": ["open", "closed"]})
+    run.record("data", inputs=[], outputs=[run.split], wall_s=0.0)
+    run.record("train", inputs=[run.split], outputs=[run.merged], wall_s=0.0)
+    with pytest.raises(StaleArtifactError, match=r"gives 5 classes but .* names 2"):
+        predict_text(config, run, "merged", "best book?", None, None)

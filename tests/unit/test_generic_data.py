@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from bertrt.data.generic import discover_labels, join_text, load_labelled_file
 from bertrt.data.split import SPLITS, split
-from bertrt.data.text import question_text
+from bertrt.data.text import clean_body, question_text
 from bertrt.errors import DataError, UnavailableError
 
 SETTINGS = settings(
@@ -176,6 +176,11 @@ def test_join_text_of_title_and_body_is_question_text(
 def test_join_text_of_more_parts_cleans_every_later_part() -> None:
     assert join_text(["  T ", "a\n\n\nb", "    code\nc  d"], "drop") == "T\na\nb\nc d"
     assert join_text([" only "]) == "only"
+    # One column is cleaned like `bertrt predict --text` cleans a text: the same model input.
+    assert join_text(["Why   does\n\n\n    int x = 1;\nfail?"], "drop") == clean_body(
+        "Why   does\n\n\n    int x = 1;\nfail?", "drop"
+    )
+    assert join_text(["a\n\n\nb"]) == "a\nb"
     with pytest.raises(TypeError):
         join_text("title")
 
@@ -454,3 +459,18 @@ def test_binary_split_is_unchanged_for_the_kaggle_task() -> None:
     frame = pd.DataFrame({"PostId": range(3, 3000, 3), "label": [i % 7 == 0 for i in range(999)]})
     frame["label"] = frame["label"].astype("int64")
     assert split(frame, seed=42) == _old_split(frame, 42, (0.8, 0.1, 0.1))
+
+
+def test_a_named_class_with_no_rows_is_an_error() -> None:
+    """The Kaggle close-reason task has five fixed classes: a file lacking one must not train."""
+    frame = pd.DataFrame({"PostId": range(60), "label": [i % 2 * 2 for i in range(60)]})
+    with pytest.raises(ValueError, match="class 'b' has 0 rows"):
+        split(frame, seed=1, label_names=("a", "b", "c"))
+
+
+def test_a_label_that_is_not_printable_is_a_bad_row(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    rows = [{"text": f"row {i}", "label": "a\tb" if i == 2 else "a"} for i in range(5)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(DataError, match=r"line 3 .*a class name must be printable"):
+        load_labelled_file(path, ["text"], "label")

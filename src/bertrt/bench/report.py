@@ -417,7 +417,7 @@ def _accuracy(accuracy: list[AccuracyRow], reference: str) -> list[str]:
     column gives way to a table of each class's F1 per backend.
     """
     multiclass = any(len(r.per_class) > 2 for r in accuracy)
-    positive = next((r.positive_class for r in accuracy if r.positive_class), "closed")
+    positive = next((r.positive_class for r in accuracy if r.positive_class), "class 1")
     header = ["backend", "precision", "rows", "accuracy"]
     header += [] if multiclass else [f"F1 ({positive})"]
     header += ["macro-F1", "log loss", f"agreement with {reference}", "max abs logit diff"]

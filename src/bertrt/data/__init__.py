@@ -1,11 +1,10 @@
 """Data stage: Kaggle CSV and generic labelled-file readers, text building, stable split."""
 
-from bertrt.data.kaggle import LABEL_NAMES, load_kaggle_csv
+from bertrt.data.kaggle import load_kaggle_csv
 from bertrt.data.split import SPLITS, split
 from bertrt.data.stage import load_examples, load_split, read_split, run
 
 __all__ = [
-    "LABEL_NAMES",
     "SPLITS",
     "load_examples",
     "load_kaggle_csv",

@@ -99,11 +99,15 @@ def join_text(parts: Sequence[str], code_blocks: str = "keep") -> str:
 
     Exactly :func:`bertrt.data.text.question_text` for ``[title, body]``, so a
     generic file with the Kaggle columns trains on the same text as the Kaggle reader.
+    One part is cleaned as a body: what ``bertrt predict --text`` and the server's
+    ``text`` input do to a text, so a one-column file trains on what they score.
     """
     if isinstance(parts, str):
         raise TypeError("join_text takes a sequence of text parts, not one string")
     if not parts:
         return ""
+    if len(parts) == 1:
+        return clean_body(parts[0], code_blocks)
     first, *rest = parts
     return "\n".join([first.strip(), *(clean_body(part, code_blocks) for part in rest)])
 
@@ -377,7 +381,10 @@ def _label_of(value: Any, column: str) -> tuple[str, str]:
     if _missing(value) or (isinstance(value, str) and not value.strip()):
         return "", f"label column {column!r} is empty"
     if isinstance(value, str):
-        return value.strip(), ""
+        name = value.strip()
+        if not name.isprintable():  # a tab or newline would break predict's one-line output
+            return "", f"label column {column!r} holds {show(name)}: a class name must be printable"
+        return name, ""
     integral = _integral_text(value)
     if integral is None:
         return "", f"label column {column!r} holds {show(str(value))}, not a class name"

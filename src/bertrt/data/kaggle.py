@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bertrt.data.labels import BINARY_LABELS, CLOSE_REASON_LABELS, CLOSE_REASONS
+from bertrt.data.labels import CLOSE_REASON_LABELS, CLOSE_REASONS
 from bertrt.errors import ConfigError, DataError
 
 COLUMNS = (
@@ -54,7 +54,6 @@ TASK_STATUS_IDS = {
     "closed": STATUS_LABELS,
     "close-reason": {name: i for i, name in enumerate(CLOSE_REASON_LABELS)},
 }
-LABEL_NAMES = BINARY_LABELS
 DATE_FORMAT = "%m/%d/%Y %H:%M:%S"
 
 

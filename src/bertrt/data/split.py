@@ -49,7 +49,10 @@ def split(
     groups = [
         (label, group[id_column].tolist()) for label, group in frame.groupby("label", sort=True)
     ]
-    _check_class_sizes([(label, len(ids)) for label, ids in groups], fractions, label_names)
+    sizes = dict.fromkeys(range(len(label_names or ())), 0) | {
+        label: len(ids) for label, ids in groups
+    }
+    _check_class_sizes(list(sizes.items()), fractions, label_names)
     out: dict[str, list[int]] = {name: [] for name in SPLITS}
     for _, group_ids in groups:
         ids = sorted(group_ids, key=lambda pid: _rank_key(seed, pid))

@@ -42,9 +42,10 @@ def run(config: Config, rundir: RunDir) -> StageResult:
         fractions = (cfg.train_fraction, cfg.val_fraction, cfg.test_fraction)
         try:
             ids = split(
-                loaded.frame.rename(columns={"post_id": "PostId"}),
+                loaded.frame,
                 config.seed,
                 fractions,
+                id_column="post_id",
                 label_names=loaded.labels,
             )
         except ValueError as err:
@@ -149,8 +150,9 @@ def read_examples(
     unknown = frame[~frame["label_name"].isin(ids)]
     if len(unknown):
         first = unknown.iloc[0]
+        unit = "line" if path.suffix.lower() in (".jsonl", ".ndjson") else "data row"
         raise DataError(
-            f"{path}: data row {first['row']}: label {show(first['label_name'])} is not a "
+            f"{path}: {unit} {first['row']}: label {show(first['label_name'])} is not a "
             f"class of this model ({', '.join(map(show, known))})"
             + (f"; {len(unknown) - 1} more rows have unknown labels" if len(unknown) > 1 else "")
         )

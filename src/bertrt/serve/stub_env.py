@@ -96,12 +96,15 @@ def stub_numpy(env: Path) -> str | None:
     python = env / "bin" / "python3"
     if not python.exists():
         return None
-    done = subprocess.run(
-        [str(python), "-I", "-c", "import numpy, zmq; print(numpy.__version__)"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    try:
+        done = subprocess.run(
+            [str(python), "-I", "-c", "import numpy, zmq; print(numpy.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
     version = done.stdout.strip()
     return version if done.returncode == 0 and version.startswith("1.") else None
 
@@ -112,19 +115,37 @@ def _pip_failure(done: subprocess.CompletedProcess[str]) -> str:
     return errors[-1].strip() if errors else f"pip exited {done.returncode}"
 
 
+def _make_venv(path: Path) -> None:
+    """``python -m venv`` of this interpreter; a failure is one line, not a traceback."""
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", "--clear", str(path)],
+            check=True, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    except subprocess.CalledProcessError as err:
+        last = (err.stderr or "").strip().splitlines()[-1:] or [f"exit {err.returncode}"]
+        raise UnavailableError(f"{path}: python -m venv failed: {last[0]}") from err
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise UnavailableError(f"{path}: python -m venv failed: {err}") from err
+
+
 def build_env(env: Path) -> None:
     """Create the environment beside ``env`` and rename it into place (a racing build loses)."""
     env.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{env.name}-", dir=env.parent))
     try:
-        subprocess.run(
-            [sys.executable, "-m", "venv", "--without-pip", "--clear", str(staging)],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+        _make_venv(staging)
         pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                "--no-warn-conflicts", "--only-binary=:all:", "--target", str(site_packages(staging)),
                *stub_packages()]  # fmt: skip
-        done = subprocess.run(pip, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        try:
+            done = subprocess.run(pip, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        except subprocess.TimeoutExpired as err:
+            raise UnavailableError(
+                f"could not build the NumPy 1.x environment for Triton's Python-backend stub: "
+                f"pip ran over {PIP_TIMEOUT_S} s; build it where PyPI is reachable "
+                "(make serve-env) or pass --stub-env DIR"
+            ) from err
         if done.returncode != 0:
             raise UnavailableError(
                 f"could not build the NumPy 1.x environment for Triton's Python-backend stub "

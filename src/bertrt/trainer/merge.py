@@ -95,8 +95,9 @@ def portable_adapter_config(adapter_dir: Path, base: str) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def load_adapter(adapter_dir: Path, num_labels: int = 2) -> Any:
-    """The LoRA model of ``adapter_dir`` on its base, resolved on this machine."""
+def load_adapter(adapter_dir: Path, num_labels: int) -> Any:
+    """The LoRA model of ``adapter_dir`` on its base, resolved on this machine;
+    ``num_labels``: the run's class count (``len(run_labels(run))``)."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 

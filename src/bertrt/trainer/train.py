@@ -89,6 +89,8 @@ def load_base(config: Config, labels: Sequence[str]) -> tuple[Any, Any, str]:
         num_labels=len(labels),
         id2label=id2label,
         label2id=label2id,
+        # A base that is itself a classifier (another task's head) gets a new head too.
+        ignore_mismatched_sizes=True,
         attn_implementation=ATTENTION,
     )
     tokenizer = from_pretrained(AutoTokenizer, base, path)
