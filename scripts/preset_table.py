@@ -156,7 +156,7 @@ def markdown(tables: dict[str, dict[str, Any]]) -> str:
         "",
         "One table per task, each written by `scripts/preset_table.py --task TASK` "
         "(`make presets TASK=...`). Log loss is the competition's (probabilities clipped "
-        "to [1e-15, 1 - 1e-15]) where the run recorded it, else the training loss; "
+        "to [1e-15, 1 - 1e-15]) where the run recorded it, else the test cross-entropy; "
         "`-`: not recorded by the run that made the row.",
         "",
     ]
