@@ -70,10 +70,18 @@ def serve_command(args: argparse.Namespace, config: Config, run: RunDir) -> None
     from bertrt.serve.server import ServeOptions, serve
 
     options = ServeOptions(
-        args.model, args.http_port, args.grpc_port, args.metrics_port, args.max_batch,
-        args.max_queue_delay_us, args.instances, not args.no_dynamic_batching,
-        args.max_queue_size, Path(args.stub_env) if args.stub_env else None, args.drain_s,
-    )  # fmt: skip
+        model=args.model,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        max_batch=args.max_batch,
+        max_queue_delay_us=args.max_queue_delay_us,
+        instances=args.instances,
+        dynamic_batching=not args.no_dynamic_batching,
+        max_queue_size=args.max_queue_size,
+        stub_env=Path(args.stub_env) if args.stub_env else None,
+        drain_s=args.drain_s,
+    )
     if serve(config, run, options) != 0:
         raise BertrtError("the server stopped on its own (Triton or the model process died)")
 

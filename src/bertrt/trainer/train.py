@@ -27,7 +27,7 @@ from bertrt.data.labels import label_maps
 from bertrt.errors import ConfigError, UnavailableError
 from bertrt.hardware import cpu_has_native_bf16, cpu_model
 from bertrt.metrics import classification_metrics
-from bertrt.modeling import ATTENTION, INPUT_NAMES, model_input_names, resolve_base_model
+from bertrt.modeling import ATTENTION, model_input_names, resolve_base_model
 from bertrt.trainer.hub import from_pretrained
 from bertrt.trainer.presets import Architecture, Preset, architecture_for
 
@@ -166,8 +166,8 @@ class TokenizedRows(torch.utils.data.Dataset):
         tokenizer: Any,
         frame: pd.DataFrame,
         max_length: int,
+        input_names: Sequence[str],
         sort: bool = False,
-        input_names: Sequence[str] = INPUT_NAMES,
     ):
         """``input_names``: the model's inputs (DistilBERT has no token_type_ids)."""
         encoded = tokenizer(
@@ -302,9 +302,9 @@ def train_model(
     model, tokenizer, names, architecture = _prepared_model(config, preset, labels)
     counts = parameter_counts(model)
     max_length = config.model.max_length
-    train_ds = TokenizedRows(tokenizer, frames["train"], max_length, input_names=names)
-    val_ds = TokenizedRows(tokenizer, frames["val"], max_length, sort=True, input_names=names)
-    test_ds = TokenizedRows(tokenizer, frames["test"], max_length, sort=True, input_names=names)
+    train_ds = TokenizedRows(tokenizer, frames["train"], max_length, names)
+    val_ds = TokenizedRows(tokenizer, frames["val"], max_length, names, sort=True)
+    test_ds = TokenizedRows(tokenizer, frames["test"], max_length, names, sort=True)
     timer = _epoch_timer()
     trainer = Trainer(
         model=model,
