@@ -4,21 +4,38 @@
     python bench/serve.py --run-dir runs/default [--model cpu] [--concurrency 1,4,16,64]
         [--requests 400] [--seconds 30] [--port 8000] [--set KEY=VALUE]
 
-For each mode it starts ``bertrt serve`` on loopback, waits until model
-``bertrt`` is ready, runs ``bertrt loadtest`` (reports in
-``<run>/bench/serve-batching/`` and ``<run>/bench/serve-no-batching/``) and
-stops the server with SIGTERM. The two share a machine with nothing else:
-run it on an idle one, the offline ``bertrt bench`` figures beside it.
+First, with no server running, it times the model the way the server runs
+it, in this process: one text at a time through the served callable
+(build, tokenize at the text's own length, infer) on the texts the
+concurrency-1 step will send. Then, for each mode, it starts ``bertrt
+serve`` on loopback, waits until model ``bertrt`` is ready, runs ``bertrt
+loadtest`` (reports in ``<run>/bench/serve-batching/`` and
+``<run>/bench/serve-no-batching/``) and stops the server with SIGTERM.
+Last, ``<run>/bench/serve-targets.{md,json}`` checks the batching sweep
+against that batch-1 figure and the offline bench's e2e (results.json).
+Run it on an idle machine, after ``bertrt bench``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertrt.artifacts import RunDir, write_json, write_text
+from bertrt.config import load_config
+from bertrt.data import load_split
+from bertrt.serve.loadtest import Offline, Step, targets, targets_markdown
+from bertrt.serve.server import default_model, instance_models
 
 BERTRT = [sys.executable, "-m", "bertrt"]
 
@@ -50,6 +67,42 @@ def serve(args: argparse.Namespace, batching: bool, log: Path) -> subprocess.Pop
     return server
 
 
+def seconds_for_one(served: Any, text: str) -> float:
+    """One request of one text through the served callable, timed."""
+    request = {"text": np.array([[text.encode()]], dtype=object)}
+    start = time.perf_counter()
+    served([request])
+    return time.perf_counter() - start
+
+
+def offline(args: argparse.Namespace) -> Offline:
+    """The served model in this process, no server: the baseline of the targets."""
+    run = RunDir(args.run_dir)
+    config = load_config(None, args.set)
+    model = args.model or default_model(run)
+    texts = list(load_split(run, ("test",))["test"]["text"])[: args.requests]
+    served = instance_models(config, run, model, 1)[0]
+    try:
+        for text in texts[:20]:  # untimed: first shapes, tokenizer caches
+            seconds_for_one(served, text)
+        batch1 = statistics.median(seconds_for_one(served, t) for t in texts) * 1000
+        label = served.runner.label
+    finally:
+        served.deactivate()
+    return Offline(model, round(batch1, 2), bucketed_e2e(run, label, config.model.max_length))
+
+
+def bucketed_e2e(run: RunDir, label: str, max_length: int) -> float | None:
+    """results.json's length-bucketed e2e samples/s of runner ``label`` at ``max_length``."""
+    path = run.bench_dir / "results.json"
+    if not path.is_file():
+        return None
+    for one in json.loads(path.read_text()).get("e2e", {}).get("runs", []):
+        if one["backend"] == label and one["max_length"] == max_length:
+            return float(one["bucketed"]["samples_per_s"])
+    return None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run-dir", default="runs/default")
@@ -61,6 +114,8 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     bench = Path(args.run_dir) / "bench"
+    reference = offline(args)
+    print(f"offline {reference}", flush=True)
     for batching, name in ((True, "serve-batching"), (False, "serve-no-batching")):
         out = bench / name
         out.mkdir(parents=True, exist_ok=True)
@@ -82,6 +137,11 @@ def main() -> int:
                 stopped = server.wait()
         if code or stopped:
             return code or stopped
+    steps = [Step(**s) for s in json.loads((bench / "serve-batching" / "serve.json").read_text())]
+    rows = targets(steps, reference)
+    write_json(bench / "serve-targets.json", {"offline": asdict(reference), "targets": rows})
+    write_text(bench / "serve-targets.md", targets_markdown(rows, reference))
+    print(targets_markdown(rows, reference))
     return 0
 
 

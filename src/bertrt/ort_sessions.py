@@ -7,6 +7,14 @@ CPU kernel made int8 graphs 8-11 % slower and left fp32 unchanged
 keep it. Everything that runs an ONNX model on the CPU here (the bench's
 runner, ``bertrt evaluate``, export verification, calibration scoring and
 timing) opens it through this module, so figures and deployment agree.
+
+Intra-op threads spin while a run is in flight but stop when it returns
+(``session.force_spinning_stop``). By default they keep spinning after each
+run, waiting for the next; offline that costs nothing, but behind a server
+those spinning threads took the cores from Triton, its Python-backend stub
+and the client, and under that load Triton's dynamic batcher stalled about
+1 request in 60 for ~540 ms. Stopping the spin removed the stalls and left
+offline latency unchanged (docs/findings.md, "Serving on two cores").
 """
 
 from __future__ import annotations
@@ -21,13 +29,15 @@ CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
 def session_options(threads: int | None = None) -> Any:
-    """All graph optimizations, ``threads`` intra-op threads (default: usable cores), inter-op 1."""
+    """All graph optimizations, ``threads`` intra-op threads (default: usable cores), inter-op 1;
+    no spinning between runs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 

@@ -54,6 +54,15 @@ def test_runner_lifecycle_is_guarded() -> None:
         runner.infer(runner.prepare(batch))
 
 
+def test_cpu_sessions_stop_spinning_when_a_run_returns() -> None:
+    """Threads left spinning between runs starve a server's other processes (ort_sessions)."""
+    from bertrt.ort_sessions import session_options
+
+    options = session_options(2)
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert options.intra_op_num_threads == 2
+
+
 def test_predict_logits_returns_rows_in_the_callers_order(tiny_base: Path) -> None:
     tokenizer = load_tokenizer(tiny_base)
     texts = ["a much longer question about python lists " * 3, "short", "medium sized question"]

@@ -200,6 +200,39 @@ def test_served_model_with_other_classes_than_the_run_fails_at_start(tiny_base: 
         model.activate()
 
 
+def _step(concurrency: int, samples_per_s: float, p50_ms: float, errors: int = 0) -> Any:
+    from bertrt.serve.loadtest import Step
+
+    return Step(concurrency, 100, 100 - errors, errors, 1.0, samples_per_s, p50_ms,
+                p50_ms, p50_ms, 1.0, 0.0, p50_ms)  # fmt: skip
+
+
+def test_serving_targets_compare_the_sweep_with_the_offline_figures() -> None:
+    from bertrt.serve.loadtest import Offline, targets
+
+    offline = Offline("onnx-cpu", batch1_p50_ms=6.0, e2e_samples_per_s=200.0)
+    rows = targets([_step(1, 90.0, 8.0), _step(32, 150.0, 200.0)], offline)
+    met = {r["target"]: r["met"] for r in rows}
+    assert met == {
+        "zero lost requests": True,
+        "concurrency 32 >= 3x concurrency 1": False,  # 1.67x
+        "concurrency 32 >= 70% of offline bucketed e2e": True,  # 75 %
+        "concurrency-1 p50 <= offline batch 1 + 2 ms": True,  # 8.0 <= 8.0
+    }
+    rows = targets([_step(1, 40.0, 8.01, errors=1), _step(32, 130.0, 9.0)], offline)
+    assert [r["met"] for r in rows] == [False, True, False, False]
+
+
+def test_serving_targets_leave_out_what_was_not_measured() -> None:
+    from bertrt.serve.loadtest import Offline, targets
+
+    rows = targets([_step(1, 90.0, 8.0)], Offline("cpu", 6.0, None))
+    assert [r["target"] for r in rows] == [
+        "zero lost requests",
+        "concurrency-1 p50 <= offline batch 1 + 2 ms",
+    ]
+
+
 def test_prediction_line_puts_the_label_first_then_every_class() -> None:
     from bertrt.cli import prediction_line
 

@@ -31,7 +31,13 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     for flag, default in (("http-port", 8000), ("grpc-port", 8001), ("metrics-port", 8002)):
         p.add_argument(f"--{flag}", type=int, default=default)
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--max-queue-delay-us", type=int, default=2000)
+    p.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=0,
+        help="how long Triton may hold a request to grow its batch (default: %(default)s: "
+        "batches form while the model is busy)",
+    )
     p.add_argument("--instances", type=int, default=1)
     p.add_argument("--no-dynamic-batching", action="store_true")
     p.add_argument(

@@ -114,6 +114,76 @@ def run_step(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Offline:
+    """The same model without a server, same machine: what the serving targets compare with.
+
+    ``batch1_p50_ms``: one text at a time through the served callable in
+    process (build, tokenize at its own length, infer), on the texts the
+    concurrency-1 step sends. ``e2e_samples_per_s``: the offline bench's
+    length-bucketed end-to-end throughput (results.json ``e2e``).
+    """
+
+    model: str
+    batch1_p50_ms: float
+    e2e_samples_per_s: float | None
+
+
+def targets(steps: Sequence[Step], offline: Offline, high: int = 32) -> list[dict[str, Any]]:
+    """The serving targets, each with the measured figure, the goal and whether it is met.
+
+    Throughput at concurrency ``high`` ≥ 3x concurrency 1 and ≥ 70 % of the
+    offline e2e samples/s; concurrency-1 p50 ≤ offline batch 1 + 2 ms; no
+    request lost. A target whose step was not run is left out.
+    """
+    by = {s.concurrency: s for s in steps}
+    one, top = by.get(1), by.get(high)
+    rows: list[dict[str, Any]] = [
+        {
+            "target": "zero lost requests",
+            "measured": f"{sum(s.sent for s in steps)} sent, {sum(s.errors for s in steps)} errors",
+            "met": all(s.errors == 0 and s.sent == s.answered for s in steps),
+        }
+    ]
+    if one and top:
+        ratio = top.samples_per_s / one.samples_per_s
+        rows.append({
+            "target": f"concurrency {high} >= 3x concurrency 1",
+            "measured": f"{top.samples_per_s} / {one.samples_per_s} = {ratio:.2f}x",
+            "met": ratio >= 3.0,
+        })  # fmt: skip
+    if top and offline.e2e_samples_per_s:
+        share = top.samples_per_s / offline.e2e_samples_per_s
+        rows.append({
+            "target": f"concurrency {high} >= 70% of offline bucketed e2e",
+            "measured": f"{top.samples_per_s} / {offline.e2e_samples_per_s:.1f} = {share:.0%}",
+            "met": share >= 0.70,
+        })  # fmt: skip
+    if one:
+        goal = offline.batch1_p50_ms + 2.0
+        rows.append({
+            "target": "concurrency-1 p50 <= offline batch 1 + 2 ms",
+            "measured": f"{one.p50_ms} ms vs {offline.batch1_p50_ms:.2f} + 2 = {goal:.2f} ms",
+            "met": one.p50_ms <= goal,
+        })  # fmt: skip
+    return rows
+
+
+def targets_markdown(rows: Sequence[dict[str, Any]], offline: Offline) -> str:
+    e2e = f"{offline.e2e_samples_per_s:.1f}" if offline.e2e_samples_per_s else "not in results.json"
+    lines = [
+        f"# Serving targets: {offline.model}",
+        "",
+        f"Offline, same machine: batch 1 through the served callable p50 "
+        f"{offline.batch1_p50_ms:.2f} ms; bucketed e2e {e2e} samples/s.",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        *[f"| {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in rows],
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(steps: list[Step], title: str) -> str:
     head = "| concurrency | samples/s | p50 ms | p90 ms | p99 ms | mean batch | queue ms | compute ms | sent | errors |"
     rows = [head, "|" + "---|" * 10]
