@@ -36,16 +36,17 @@ dev: install
 	$(PYTHON) -m pip install --no-deps nvidia-pytriton==$(PYTRITON)
 	$(PYTHON) -m bertrt.serve.stub_env
 
-# `bertrt serve` (docs/serving.md). nvidia-pytriton's metadata pins numpy<2,
-# which would downgrade NumPy and break pandas 3: it goes in with --no-deps,
-# its real dependencies come with the serve extra.
+# `bertrt serve` (docs/serving.md) runs the tritonserver binary nvidia-pytriton
+# ships. Its metadata pins numpy<2, which would downgrade NumPy and break
+# pandas 3: it goes in with --no-deps (its Python API is not used).
 serve-deps:
 	$(PYTHON) -m pip install -e '.[serve]'
 	$(PYTHON) -m pip install --no-deps nvidia-pytriton==$(PYTRITON)
 
-# Under NumPy 2, PyTriton's Python-backend stub (built against NumPy 1.x) runs
-# on a venv of its own with numpy<2 and pyzmq, cached under ~/.cache/bertrt
-# (`bertrt serve` builds it on first use otherwise). Prints its path.
+# Under NumPy 2, Triton's Python-backend stub (built against NumPy 1.x), which
+# runs the served model, uses a venv of its own: numpy<2 (and pandas<3) over
+# this interpreter's packages, cached under ~/.cache/bertrt (`bertrt serve`
+# builds it on first use otherwise). Prints its path.
 serve-env:
 	$(PYTHON) -m bertrt.serve.stub_env
 

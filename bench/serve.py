@@ -2,7 +2,7 @@
 """Load-test ``bertrt serve`` with dynamic batching on, then off: the serving figures.
 
     python bench/serve.py --run-dir runs/default [--model cpu] [--concurrency 1,4,16,64]
-        [--requests 400] [--seconds 30] [--port 8000] [--set KEY=VALUE]
+        [--requests 400] [--seconds 30] [--port 8000] [--out DIR] [--set KEY=VALUE]
 
 First, with no server running, it times the model the way the server runs
 it, in this process: one text at a time through the served callable
@@ -35,7 +35,8 @@ from bertrt.artifacts import RunDir, write_json, write_text
 from bertrt.config import load_config
 from bertrt.data import load_split
 from bertrt.serve.loadtest import Offline, Step, targets, targets_markdown
-from bertrt.serve.server import default_model, instance_models
+from bertrt.serve.model import load_served
+from bertrt.serve.server import default_model, instance_threads
 
 BERTRT = [sys.executable, "-m", "bertrt"]
 
@@ -81,7 +82,7 @@ def offline(args: argparse.Namespace) -> Offline:
     config = load_config(None, args.set)
     model = args.model or default_model(run)
     texts = list(load_split(run, ("test",))["test"]["text"])[: args.requests]
-    served = instance_models(config, run, model, 1)[0]
+    served = load_served(run, model, instance_threads(config, 1), config.model.max_length)
     try:
         for text in texts[:20]:  # untimed: first shapes, tokenizer caches
             seconds_for_one(served, text)
@@ -111,9 +112,10 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--port", type=int, default=8000, help="HTTP; gRPC and metrics on the next two")
+    p.add_argument("--out", default=None, help="report directory (default: <run>/bench)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
-    bench = Path(args.run_dir) / "bench"
+    bench = Path(args.out) if args.out else Path(args.run_dir) / "bench"
     reference = offline(args)
     print(f"offline {reference}", flush=True)
     for batching, name in ((True, "serve-batching"), (False, "serve-no-batching")):

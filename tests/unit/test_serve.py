@@ -190,6 +190,25 @@ def test_served_model_answers_each_request_with_the_run_names(
     model.deactivate()
 
 
+def test_a_malformed_request_fails_alone_and_its_batch_is_answered(tiny_base: Path) -> None:
+    from bertrt.modeling import load_tokenizer
+    from bertrt.serve.model import ServedModel
+
+    model = ServedModel(_FixedLogits(2), load_tokenizer(tiny_base), 32, TextOptions(), ("a", "b"))
+    model.activate()
+    good = {"text": np.array([[b"How do I sort?"], [b"Best book?"]], dtype=object)}
+    blank = {"text": np.array([[b"   "]], dtype=object)}
+    answers = model.answer([blank, good, {}, good])
+    assert isinstance(answers[0], RequestError) and "empty text" in str(answers[0])
+    assert isinstance(answers[2], RequestError) and "missing input" in str(answers[2])
+    # One batch of the four good rows; _FixedLogits makes only its first row "b".
+    labels = [[x.decode() for x in a["label"][:, 0]] for a in (answers[1], answers[3])]  # type: ignore[index]
+    assert labels == [["b", "a"], ["a", "a"]]
+    with pytest.raises(RequestError, match="empty text"):
+        model([good, blank])
+    model.deactivate()
+
+
 def test_served_model_with_other_classes_than_the_run_fails_at_start(tiny_base: Path) -> None:
     from bertrt.errors import BertrtError
     from bertrt.modeling import load_tokenizer
@@ -322,6 +341,17 @@ def test_generated_text_builder_and_tokenizer_match_the_run(
 
 
 # -- the server ------------------------------------------------------------------------
+def _need_triton() -> None:
+    """Skip, with the server's own reason, where nvidia-pytriton's tritonserver is absent."""
+    from bertrt.errors import UnavailableError
+    from bertrt.serve.server import TritonInstall
+
+    try:
+        TritonInstall.find()
+    except UnavailableError as err:
+        pytest.skip(str(err))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -359,7 +389,7 @@ def test_server_error_keeps_the_line_meant_for_the_client() -> None:
 def test_serve_refuses_a_stub_env_without_numpy_1_in_one_line(
     exported_run: RunDir, tmp_path: Path
 ) -> None:
-    pytest.importorskip("pytriton")
+    _need_triton()
     cmd = [sys.executable, "-m", "bertrt", "serve", "--run-dir", str(exported_run.root),
            "--model", "onnx-fp32", "--stub-env", str(tmp_path / "no-env")]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -407,7 +437,7 @@ def _start_server(run: RunDir, log: Path, *extra: str) -> Live:
     """Start ``bertrt serve`` and wait until its model is ready (the first start may build
     the stub's NumPy 1.x environment); skip with the server's own line where it refuses (exit 3).
     """
-    pytest.importorskip("pytriton")
+    _need_triton()
     pytest.importorskip("tritonclient.http")
     http, grpc, metrics = _free_port(), _free_port(), _free_port()
     cmd = [sys.executable, "-m", "bertrt", "serve", "--run-dir", str(run.root),
@@ -454,12 +484,11 @@ def test_live_server_answers_what_the_model_answers_in_process(
     text is truncated to max_length, not refused.
     """
     from bertrt.serve.client import predict_url, served_labels
-    from bertrt.serve.server import instance_models
+    from bertrt.serve.model import load_served
 
     names = served_labels(exported_run)
     answers = predict_url(live.url, {"text": UNICODE}, names)
-    (local,) = instance_models(load_config(None, ["model.max_length=32"]), exported_run,
-                               "onnx-fp32", 1)  # fmt: skip
+    local = load_served(exported_run, "onnx-fp32", threads=1, max_length=32)
     rows = np.array([t.encode() for t in UNICODE], dtype=object).reshape(-1, 1)
     (expected,) = local([{"text": rows}])
     local.deactivate()
@@ -585,14 +614,17 @@ def test_a_dead_model_stub_makes_the_server_not_ready_and_serve_exit_1(
         server.stop()
 
 
-def test_a_stub_lost_while_starting_is_an_error_line_not_a_traceback() -> None:
-    pytest.importorskip("pytriton")
+def test_a_triton_that_exits_before_ready_is_one_line_naming_why() -> None:
+    """Triton's own error line (a model that failed to load) becomes the user's message."""
     from bertrt.errors import BertrtError
-    from bertrt.serve.server import start
+    from bertrt.serve.server import TritonProcess, wait_ready
 
-    class Triton:
-        def run(self) -> None:
-            raise ConnectionResetError(104, "Connection reset by peer")
-
-    with pytest.raises(BertrtError, match=r"stub failed to start: .*Connection reset"):
-        start(Triton(), None)
+    script = (
+        "print('I1130 server.cc] starting'); "
+        "print('E1130 model_lifecycle.cc] failed to load bertrt: ModuleNotFoundError: tokenizers')"
+        "; raise SystemExit(1)"
+    )
+    triton = TritonProcess([sys.executable, "-c", script], dict(os.environ))
+    with pytest.raises(BertrtError, match=r"stub failed to start: .*ModuleNotFoundError"):
+        wait_ready(triton, _free_port(), timeout_s=60)
+    assert triton.stop(5) == 1

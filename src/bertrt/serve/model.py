@@ -12,9 +12,9 @@ of the most probable class, and ``probabilities`` FP32 [n, classes] in
 class-id order (the run's split.json names them, :func:`bertrt.data.labels.run_labels`),
 whatever the number of classes the run was trained with.
 
-PyTriton answers a batch with one outcome: an exception fails every request
-gathered with it. So everything a client can get wrong is checked before the
-model runs, and the error names the request (:class:`RequestError`).
+Everything a client can get wrong is checked before the model runs: a bad
+request gets its own error (:class:`RequestError`) and the requests batched
+with it are answered (:meth:`ServedModel.answer`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from bertrt.artifacts import RunDir
+from bertrt.data.labels import run_labels
 from bertrt.errors import BertrtError
 from bertrt.metrics import softmax
 from bertrt.runners.base import Runner
 from bertrt.runners.batching import pad_rows, tokenize_unpadded
-from bertrt.serve.texts import RequestError, TextOptions, build_texts
+from bertrt.runners.registry import runner_for_model
+from bertrt.serve.texts import RequestError, TextOptions, build_texts, load_run_tokenizer
 
+SETTINGS_PARAMETER = "bertrt"  # the model configuration parameter the server's stub reads
 WARMUP_TEXT = "How do I read a file line by line in Python?\nI tried open() but it fails."
 
 
@@ -76,16 +80,48 @@ class ServedModel:
             raise RequestError(f"{self.runner.label} cannot take this batch: {refusal}")
         return np.asarray(self.runner(pad_rows(encoded, rows)))
 
-    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, np.ndarray]]:
-        texts_per_request = []
+    def answer(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, np.ndarray] | RequestError]:
+        """One answer per request: its outputs, or the error of a request that is malformed.
+
+        The well-formed requests run as one batch; a malformed one fails alone.
+        """
+        answers: list[dict[str, np.ndarray] | RequestError] = []
+        texts_per_request: list[list[str]] = []
         for request in requests:
             try:
                 texts_per_request.append(build_texts(request, self.options))
             except RequestError as err:
-                others = f" (and fails the {len(requests) - 1} requests batched with it)"
-                raise RequestError(f"{err}{others if len(requests) > 1 else ''}") from None
+                texts_per_request.append([])
+                answers.append(err)
+                continue
+            answers.append({})
         flat = [t for texts in texts_per_request for t in texts]
-        return responses(self.logits(flat), [len(t) for t in texts_per_request], self.labels)
+        if flat:
+            sizes = [len(t) for t in texts_per_request if t]
+            outputs = iter(responses(self.logits(flat), sizes, self.labels))
+            answers = [a if isinstance(a, RequestError) else next(outputs) for a in answers]
+        return answers
+
+    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, np.ndarray]]:
+        """Every request's outputs; the first malformed request raises its error."""
+        out = []
+        for answer in self.answer(requests):
+            if isinstance(answer, RequestError):
+                raise answer
+            out.append(answer)
+        return out
+
+
+def load_served(run: RunDir, model: str, threads: int, max_length: int) -> ServedModel:
+    """Registry model ``model`` of ``run`` as the server runs it: activated and warmed up."""
+    runner = runner_for_model(run, model, threads=threads, stage="serve")
+    served = ServedModel(
+        runner, load_run_tokenizer(run), max_length, TextOptions.of(run), run_labels(run)
+    )
+    served.activate()
+    return served
 
 
 def responses(

@@ -1,53 +1,74 @@
-"""``bertrt serve``: one of the run's models on Triton Inference Server, through PyTriton.
+"""``bertrt serve``: one of the run's models on Triton Inference Server.
 
-PyTriton starts a real ``tritonserver`` (HTTP, gRPC, Prometheus metrics,
-dynamic batching) whose Python-backend proxy forwards each dynamic batch to a
-:class:`~bertrt.serve.model.ServedModel` in this process. The order matters:
+nvidia-pytriton ships a real ``tritonserver`` (HTTP, gRPC, Prometheus
+metrics, dynamic batching) with its Python backend. ``bertrt serve`` starts
+that binary over a one-model repository written to a temporary directory
+(:func:`write_repository`): model ``bertrt``, Python backend, whose stub
+process runs the served model itself (:mod:`bertrt.serve.backend`). PyTriton's
+Python API is not used: it puts a second process behind the stub, and that
+hop cost more than the whole server's overhead target (docs/serving.md).
 
-1. every instance's runner is activated and warmed up *before* Triton
-   starts, so ``/v2/health/ready`` turns true only once the model has run;
-2. ``SIGTERM`` (and ``SIGINT``) stop Triton, which drains in-flight
-   requests (``exit_timeout_secs``) before the runners are freed;
-3. if Triton or the model's proxy (the Python-backend stub) dies on its own,
-   :func:`serve` stops Triton and returns non-zero with a message instead of
-   leaving a server that is "ready" and answers nothing (:func:`watch`).
+The order matters:
 
-Under NumPy 2 the stub runs on a NumPy 1.x environment of its own
+1. the model is loaded and run once here first, so a model that cannot run
+   (missing artifact, no TensorRT, other classes than the run) is one line
+   and an exit code before any server starts;
+2. each Triton instance (a stub process) loads and warms up its own model
+   in ``initialize``; ``/v2/models/bertrt/ready`` turns true only after that;
+3. ``SIGTERM`` (and ``SIGINT``) are passed to Triton, which drains
+   in-flight requests (``--exit-timeout-secs``) and exits; then so do we;
+4. if Triton or a stub dies on its own, :func:`serve` stops Triton and
+   returns non-zero with a message instead of leaving a server that is
+   "ready" and answers nothing (:func:`watch`).
+
+Under NumPy 2 the stub runs on a NumPy 1.x Python of its own
 (:mod:`bertrt.serve.stub_env`): it is built against NumPy 1.x and reads
 BYTES tensors wrongly with NumPy 2.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
+import ctypes
+import importlib.util
+import json
 import logging
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import sysconfig
+import tempfile
+import threading
 import time
-from collections.abc import Iterator
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import IO, Any
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.data.labels import run_labels
 from bertrt.errors import BertrtError, UnavailableError
 from bertrt.hardware import usable_cores
-from bertrt.runners.registry import runner_for_model, tensorrt_unavailable
-from bertrt.serve.model import ServedModel
-from bertrt.serve.stub_env import backend_python, ensure_stub_env
-from bertrt.serve.texts import TEXT_INPUTS, TextOptions, load_run_tokenizer
+from bertrt.runners.registry import tensorrt_unavailable
+from bertrt.serve.model import SETTINGS_PARAMETER, load_served
+from bertrt.serve.stub_env import ensure_stub_env, source_root
 
 LOG = logging.getLogger(__name__)
 MODEL_NAME = "bertrt"
 DRAIN_SECONDS = 30  # default: how long Triton waits for in-flight requests on shutdown
+READY_TIMEOUT_S = 300  # Triton start + every instance's model load and warm-up
 SERVE_EXTRA = (
     "make serve-deps (pip install -e '.[serve]' && pip install --no-deps nvidia-pytriton==0.7.0)"
 )
+MODEL_PY = f"""# Written by `bertrt serve`: Triton's Python backend runs bertrt's served model here.
+import sys
+
+sys.path.insert(0, {str(source_root())!r})
+from bertrt.serve.backend import TritonPythonModel  # noqa: E402,F401
+"""
 
 
 @dataclass(frozen=True)
@@ -58,8 +79,7 @@ class ServeOptions:
     metrics_port: int = 8002
     max_batch: int = 32
     # 0: a batch is whatever queued while the instance was busy. On one CPU instance
-    # any wait is pure latency (2 ms: concurrency-1 p50 +3.3 ms, concurrency-32
-    # throughput -3 %; docs/serving.md).
+    # any wait is pure latency (docs/serving.md).
     max_queue_delay_us: int = 0
     instances: int = 1
     dynamic_batching: bool = True
@@ -76,98 +96,191 @@ def default_model(run: RunDir) -> str:
     return "cpu" if run.cpu_choice.is_file() else "onnx-cpu"
 
 
-def python_library_path() -> None:
-    """Let Triton's Python-backend stub load *this* interpreter's libpython.
+@dataclass(frozen=True)
+class TritonInstall:
+    """The ``tritonserver`` binary and Python backend that nvidia-pytriton ships."""
+
+    binary: Path
+    backends: Path
+    stub: Path  # triton_python_backend_stub for this Python version
+    libs: Path  # the shared libraries the binary and the stub link
+
+    @classmethod
+    def find(cls) -> TritonInstall:
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise UnavailableError(
+                f"bertrt serve needs nvidia-pytriton's tritonserver; {SERVE_EXTRA}"
+            )
+        package = Path(next(iter(spec.submodule_search_locations)))
+        dist = package / "tritonserver"
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        install = cls(
+            dist / "bin" / "tritonserver",
+            dist / "backends",
+            dist / "python_backend_stubs" / version / "triton_python_backend_stub",
+            package.parent / "nvidia_pytriton.libs",
+        )
+        missing = [p for p in (install.binary, install.backends, install.stub) if not p.exists()]
+        if missing:
+            raise UnavailableError(
+                f"nvidia-pytriton at {package} lacks {missing[0]} (Python {version}); {SERVE_EXTRA}"
+            )
+        return install
+
+
+def instance_threads(config: Config, instances: int) -> int:
+    """Intra-op threads per Triton instance: the cores split between them."""
+    return config.threads or max(1, usable_cores() // instances)
+
+
+def model_config(
+    config: Config, run: RunDir, model: str, options: ServeOptions, classes: int
+) -> Any:
+    """Model ``bertrt``'s configuration, built as Triton's own schema (tritonclient's protobuf)."""
+    from bertrt.serve.repo import TEXT_SPECS, _pb, _tensors, out_specs
+
+    pb = _pb()
+    out = pb.ModelConfig(name=MODEL_NAME, backend="python", max_batch_size=options.max_batch)
+    out.input.extend(_tensors(pb, TEXT_SPECS, "input"))
+    out.output.extend(_tensors(pb, out_specs(classes), "output"))
+    group = out.instance_group.add()
+    group.count = options.instances
+    group.kind = pb.ModelInstanceGroup.Kind.Value("KIND_CPU")
+    if options.dynamic_batching:
+        out.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+        out.dynamic_batching.default_queue_policy.max_queue_size = options.max_queue_size
+    settings = {
+        "run_dir": str(run.root.resolve()),
+        "model": model,
+        "threads": instance_threads(config, options.instances),
+        "max_length": config.model.max_length,
+    }
+    out.parameters[SETTINGS_PARAMETER].string_value = json.dumps(settings)
+    return out
+
+
+def write_repository(root: Path, install: TritonInstall, model_cfg: Any) -> None:
+    """``root/models/bertrt`` (config + model.py) and ``root/backends`` (the Python backend + stub)."""
+    from google.protobuf import text_format
+
+    version = root / "models" / MODEL_NAME / "1"
+    version.mkdir(parents=True)
+    (version.parent / "config.pbtxt").write_text(text_format.MessageToString(model_cfg))
+    (version / "model.py").write_text(MODEL_PY)
+    shutil.copytree(install.backends, root / "backends")
+    shutil.copy(install.stub, root / "backends" / "python" / install.stub.name)
+
+
+def triton_command(root: Path, options: ServeOptions) -> list[str]:
+    shm_prefix = f"bertrt{os.getpid()}-{os.urandom(4).hex()}-"  # one per server on this machine
+    return [
+        "--model-repository", str(root / "models"),
+        "--backend-directory", str(root / "backends"),
+        "--backend-config", f"python,shm-region-prefix-name={shm_prefix}",
+        "--http-port", str(options.http_port),
+        "--grpc-port", str(options.grpc_port),
+        "--metrics-port", str(options.metrics_port),
+        "--exit-timeout-secs", str(options.drain_s),
+        "--strict-readiness", "true",
+    ]  # fmt: skip
+
+
+def triton_env(install: TritonInstall, stub_python: Path) -> dict[str, str]:
+    """Triton's environment: the stub's Python first on PATH, the libraries it links found.
 
     The stub links ``libpython3.x.so``; under an interpreter that is not the
     system one (pyenv, many venvs) it would pick the system library and fail
     at model load (``'_thread.RLock' object has no attribute
-    '_recursion_count'``). Triton inherits this process's environment, so
-    putting the running interpreter's LIBDIR first fixes it.
+    '_recursion_count'``), so this interpreter's LIBDIR goes first.
     """
+    env = dict(os.environ)
     libdir = sysconfig.get_config_var("LIBDIR")
-    library = sysconfig.get_config_var("LDLIBRARY")
-    if not libdir or not library or not (Path(libdir) / library).exists():
-        return
-    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
-    if not paths or paths[0] != libdir:
-        os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *[p for p in paths if p != libdir]])
+    paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+    env["LD_LIBRARY_PATH"] = ":".join([*([libdir] if libdir else []), *paths, str(install.libs)])
+    env["PATH"] = f"{stub_python / 'bin'}:{env.get('PATH', '')}"
+    return env
 
 
-@contextlib.contextmanager
-def triton_environment(stub_env: Path | None) -> Iterator[None]:
-    """The environment tritonserver (and its stubs) start with; this process keeps its own.
+def _parent_death_signal() -> Any:
+    """A child-side hook: SIGTERM when ``bertrt serve`` dies, even by SIGKILL (Linux prctl).
 
-    ``stub_env``: the stub's NumPy 1.x environment under NumPy 2
-    (:mod:`bertrt.serve.stub_env`), None to let the stub use this interpreter's.
+    prctl is looked up here, before the fork: the child only calls it.
     """
-    saved = os.environ.get("LD_LIBRARY_PATH")
-    python_library_path()
     try:
-        with backend_python(stub_env):
-            yield
-    finally:
-        if saved is None:
-            os.environ.pop("LD_LIBRARY_PATH", None)
-        else:
-            os.environ["LD_LIBRARY_PATH"] = saved
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def instance_models(config: Config, run: RunDir, model: str, instances: int) -> list[ServedModel]:
-    """One activated, warmed-up model per Triton instance (cores split between them)."""
-    threads = config.threads or max(1, usable_cores() // instances)
-    tokenizer = load_run_tokenizer(run)
-    options = TextOptions.of(run)
-    labels = run_labels(run)
-    served = []
-    for _ in range(instances):
-        runner = runner_for_model(run, model, threads=threads, stage="serve")
-        one = ServedModel(runner, tokenizer, config.model.max_length, options, labels)
-        one.activate()
-        served.append(one)
-    return served
+class TritonProcess:
+    """A running ``tritonserver``; its output goes to our stderr, its last lines kept for errors."""
 
-
-def _pytriton() -> Any:
-    try:
-        import pytriton.triton
-    except ImportError as err:
-        raise UnavailableError(f"bertrt serve needs PyTriton ({err}); {SERVE_EXTRA}") from None
-    return pytriton
-
-
-def _bind(triton: Any, models: list[ServedModel], options: ServeOptions) -> None:
-    from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, Tensor
-
-    batcher = None
-    if options.dynamic_batching:
-        batcher = DynamicBatcher(
-            max_queue_delay_microseconds=options.max_queue_delay_us,
-            default_queue_policy=QueuePolicy(max_queue_size=options.max_queue_size),
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_parent_death_signal(),
         )
-    triton.bind(
-        model_name=MODEL_NAME,
-        infer_func=models,
-        inputs=[Tensor(name=n, dtype=bytes, shape=(1,), optional=True) for n in TEXT_INPUTS],
-        outputs=[
-            Tensor(name="label", dtype=bytes, shape=(1,)),
-            Tensor(name="probabilities", dtype=np.float32, shape=(-1,)),
-        ],
-        config=ModelConfig(max_batch_size=options.max_batch, batcher=batcher),
-        strict=True,
-    )
+        assert self.process.stdout is not None
+        self._reader = threading.Thread(target=self._copy, args=(self.process.stdout,), daemon=True)
+        self._reader.start()
+
+    def _copy(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", errors="replace")
+            self.tail.append(line.rstrip())
+            sys.stderr.write(line)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def why(self) -> str:
+        """The lines of Triton's output that say what went wrong (errors first)."""
+        self._reader.join(timeout=2)
+        lines = list(self.tail)
+        errors = [x for x in lines if x.startswith("E") or "Error" in x or "error:" in x]
+        return " | ".join((errors or lines)[-3:]) or f"exit {self.process.returncode}"
+
+    def stop(self, timeout_s: float) -> int:
+        """SIGTERM (Triton drains in-flight requests), then SIGKILL after ``timeout_s``."""
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        code = self.process.wait()
+        self._reader.join(timeout=2)
+        return code
 
 
-def triton_config(options: ServeOptions) -> Any:
-    from pytriton.triton import TritonConfig
-
-    return TritonConfig(
-        http_port=options.http_port,
-        grpc_port=options.grpc_port,
-        metrics_port=options.metrics_port,
-        exit_timeout_secs=options.drain_s,
-        strict_readiness=True,
-    )
+def wait_ready(triton: TritonProcess, http_port: int, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Until model ``bertrt`` is ready; Triton exiting or the timeout is one line naming why."""
+    url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL_NAME}/ready"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if not triton.alive():
+            raise BertrtError(
+                f"Triton or the {MODEL_NAME!r} model's stub failed to start: {triton.why()}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise BertrtError(f"model {MODEL_NAME!r} was not ready after {timeout_s:.0f} s")
+        time.sleep(0.2)
 
 
 STUB_COMM = "triton_python_b"  # /proc/<pid>/comm of triton_python_backend_stub (15 chars)
@@ -194,7 +307,7 @@ def _processes() -> dict[int, tuple[int, str]]:
 
 
 def stub_processes(root: int) -> list[int]:
-    """Pids of the live Python-backend stubs below process ``root`` (Triton's children)."""
+    """Pids of the live Python-backend stubs below process ``root``."""
     table = _processes()
     below: set[int] = set()
     frontier = {root}
@@ -204,22 +317,20 @@ def stub_processes(root: int) -> list[int]:
     return sorted(pid for pid in below if table[pid][1] == STUB_COMM)
 
 
-def watch(triton: Any, stubs: int, period_s: float = 1.0) -> int:
+def watch(triton: TritonProcess, stubs: int, period_s: float = 1.0) -> int:
     """Block while Triton and its ``stubs`` model stubs run; 1 as soon as one of them is gone.
 
-    PyTriton's ``is_alive()`` watches tritonserver and this process's
-    handlers, not the stub: when the stub dies, Triton keeps the model
-    "ready" and answers every request with "Stub process is not healthy".
-    So the stubs (one per instance) are counted here too, and a missing one
-    stops the server (it is no longer ready) and ends ``bertrt serve`` with 1.
-    Counted rather than remembered by pid, so a stub that dies before the
-    first look is caught too.
+    When a stub dies, Triton keeps the model "ready" and answers every
+    request with "Stub process is not healthy". So the stubs (one per
+    instance) are counted, and a missing one stops the server (it is no
+    longer ready) and ends ``bertrt serve`` with 1. Counted rather than
+    remembered by pid, so a stub that dies before the first look is caught too.
     """
     if not Path("/proc/self/stat").exists():
         LOG.warning("no /proc here: a dead model stub goes unnoticed until Triton stops")
         stubs = 0
-    while triton.is_alive():
-        alive = stub_processes(os.getpid())
+    while triton.alive():
+        alive = stub_processes(triton.pid)
         if len(alive) < stubs:
             LOG.error(
                 "a Python-backend stub of the %r model died (%d of %d left: %s)",
@@ -227,26 +338,8 @@ def watch(triton: Any, stubs: int, period_s: float = 1.0) -> int:
             )  # fmt: skip
             return 1
         time.sleep(period_s)
-    LOG.error("Triton or the %r model process stopped unexpectedly", MODEL_NAME)
+    LOG.error("Triton stopped unexpectedly: %s", triton.why())
     return 1
-
-
-def start(triton: Any, stub_env: Path | None) -> None:
-    """Start tritonserver and wait for the model: a failure is the user's line, not a traceback.
-
-    The model can turn ready a moment before PyTriton has connected to its
-    stub; a stub that dies in that moment fails PyTriton's connection
-    (``ConnectionResetError``), reported here like any start that failed.
-    """
-    from pytriton.exceptions import PyTritonError
-
-    with triton_environment(stub_env):
-        try:
-            triton.run()
-        except (OSError, PyTritonError) as err:
-            raise BertrtError(
-                f"Triton or the {MODEL_NAME!r} model's stub failed to start: {err}"
-            ) from None
 
 
 class _Stopped(Exception):
@@ -258,34 +351,44 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
-    """Serve until SIGTERM/SIGINT (exit 0) or until Triton or the model dies (exit 1)."""
+    """Serve until SIGTERM/SIGINT (exit 0) or until Triton or a model stub dies (exit 1)."""
     model = options.model or default_model(run)
-    pytriton = _pytriton()
-    stub_env = ensure_stub_env(options.stub_env)
-    if stub_env is not None:
-        LOG.info("NumPy %s here: Triton's Python-backend stub runs on %s", np.__version__, stub_env)
-    models = instance_models(config, run, model, options.instances)
-    LOG.info("%s warmed up on %d instance(s); starting Triton", model, len(models))
-    triton = pytriton.triton.Triton(config=triton_config(options))
+    install = TritonInstall.find()
+    stub_python = ensure_stub_env(options.stub_env) or Path(sys.prefix)
+    # Fail here, in one line, on a model that cannot run; the stubs load their own.
+    threads = instance_threads(config, options.instances)
+    load_served(run, model, threads, config.model.max_length).deactivate()
+    model_cfg = model_config(config, run, model, options, len(run_labels(run)))
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _bind(triton, models, options)
-        start(triton, stub_env)
-        LOG.info(
-            "serving %s as model %r: http :%d, grpc :%d, metrics :%d",
-            model,
-            MODEL_NAME,
-            options.http_port,
-            options.grpc_port,
-            options.metrics_port,
-        )
-        return watch(triton, len(models))
-    except _Stopped as why:
-        LOG.info("%s: draining in-flight requests (up to %ds)", why, options.drain_s)
+        with tempfile.TemporaryDirectory(prefix="bertrt-serve-") as tmp:
+            root = Path(tmp)
+            write_repository(root, install, model_cfg)
+            LOG.info("%s: starting Triton (%d instance(s), stub Python %s)",
+                     model, options.instances, stub_python)  # fmt: skip
+            triton = TritonProcess(
+                [str(install.binary), *triton_command(root, options)],
+                triton_env(install, stub_python),
+            )
+            try:
+                wait_ready(triton, options.http_port)
+                LOG.info(
+                    "serving %s as model %r: http :%d, grpc :%d, metrics :%d",
+                    model, MODEL_NAME, options.http_port, options.grpc_port, options.metrics_port,
+                )  # fmt: skip
+                return watch(triton, options.instances)
+            except _Stopped as why:
+                LOG.info("%s: draining in-flight requests (up to %ds)", why, options.drain_s)
+                return 0
+            finally:
+                _restore(previous)  # a second signal ends the process
+                triton.stop(options.drain_s + 10)
+    except _Stopped:  # before Triton started: nothing to drain
         return 0
     finally:
-        for sig, handler in previous.items():  # a second signal ends the process
-            signal.signal(sig, handler)
-        triton.stop()
-        for one in models:
-            one.deactivate()
+        _restore(previous)
+
+
+def _restore(handlers: dict[signal.Signals, Any]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)

@@ -1,29 +1,28 @@
-"""A NumPy 1.x Python environment for PyTriton's Python-backend stub, so ``bertrt serve`` runs under NumPy 2.
+"""A NumPy 1.x Python for Triton's Python-backend stub, which runs the served model, under NumPy 2.
 
-nvidia-pytriton 0.7's ``triton_python_backend_stub`` is compiled against
-NumPy 1.x (hence the package's ``numpy<2`` pin). Under NumPy 2 it builds
-every BYTES input with wrong strides and dies on the first request, while
-Triton reports ready. This project's environment needs NumPy 2 (pandas 3),
-so the stub gets an environment of its own instead: a venv of this
-interpreter (same Python, same stdlib) whose site-packages hold only what
-PyTriton's proxy model imports, ``numpy<2`` and ``pyzmq``.
+The ``triton_python_backend_stub`` shipped with nvidia-pytriton 0.7 is
+compiled against NumPy 1.x. Under NumPy 2 it builds every BYTES input with
+wrong strides and dies on the first request, while Triton reports ready.
+This project's environment needs NumPy 2 (pandas 3), so the stub gets a
+Python of its own: a venv of this interpreter (same Python, same stdlib)
+that sees this interpreter's site-packages (``--system-site-packages``: bertrt,
+ONNX Runtime, OpenVINO, tokenizers, ...) but first its own, which hold only
+``numpy<2`` and, where this interpreter's pandas needs NumPy 2, ``pandas<3``.
+The compiled runtimes built against NumPy 2 run on NumPy 1.x (NumPy's
+backward-compatible ABI); :func:`stub_numpy` checks that the served model's
+code imports there before the environment is used.
 
 How the stub finds it: it embeds Python and locates its prefix from the
-``python3`` it finds first on ``PATH``; PyTriton puts the bin directory of
-:func:`pytriton.server.triton_server.get_triton_python_backend_python_env`
-first on the ``PATH`` Triton starts with. :func:`backend_python` points that
-choice at the stub environment (a venv's ``pyvenv.cfg`` then makes its
-site-packages the stub's). This process keeps its own NumPy 2; the two only
-exchange raw buffers through PyTriton's shared memory.
+``python3`` it finds first on ``PATH``; ``bertrt serve`` starts Triton with
+this environment's bin directory first (:func:`bertrt.serve.server.triton_env`).
 
 Built once per interpreter under ``~/.cache/bertrt`` (``make serve-env``, or
 the first ``bertrt serve``): a ``venv --without-pip`` and a
-``pip install --target`` of two wheels, about 80 MB and 10 s.
+``pip install --target`` of a few wheels, about 120 MB and 15 s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +38,8 @@ import numpy as np
 from bertrt.errors import UnavailableError
 
 NUMPY_SPEC = "numpy>=1.23,<2"  # what the stub was compiled against
+PANDAS_SPEC = "pandas>=2.2,<3"  # pandas 3 needs NumPy 2; bertrt.data imports pandas
+SERVED_MODULE = "bertrt.serve.model"  # the served code the stub runs: it must import there
 MARKER = "bertrt-stub-env.json"
 PIP_TIMEOUT_S = 600
 
@@ -54,18 +54,21 @@ def needs_stub_env() -> bool:
 
 
 def stub_packages() -> list[str]:
-    """What PyTriton's proxy model imports besides the stdlib (its ``_PROXY_REQUIRED_MODULES``).
-
-    pyzmq is pinned to this process's version where it is installed: both
-    ends of PyTriton's sockets then run the same ZeroMQ.
-    """
+    """What the stub needs of its own: NumPy 1.x, and a pandas that runs on it where ours does not."""
+    packages = [NUMPY_SPEC]
     try:
-        import zmq
+        import pandas
 
-        pyzmq = f"pyzmq=={zmq.__version__}"
+        if int(pandas.__version__.split(".")[0]) >= 3:
+            packages.append(PANDAS_SPEC)
     except ImportError:
-        pyzmq = "pyzmq>=23"
-    return [NUMPY_SPEC, pyzmq]
+        pass
+    return packages
+
+
+def source_root() -> Path:
+    """The directory holding the ``bertrt`` package the stub imports (this one)."""
+    return Path(__file__).resolve().parents[2]
 
 
 def cache_root() -> Path:
@@ -88,24 +91,28 @@ def site_packages(env: Path) -> Path:
 
 
 def stub_numpy(env: Path) -> str | None:
-    """The NumPy version the stub would import from ``env``, or None where it cannot.
+    """The NumPy version the stub would run the served model with from ``env``, or None.
 
     Run isolated (``-I``) like the stub: neither PYTHONPATH nor the user's
-    site-packages may hide a broken environment.
+    site-packages may hide a broken environment. The served model's module
+    must import there, with this source tree first on the path as the
+    stub's model.py puts it.
     """
     python = env / "bin" / "python3"
     if not python.exists():
         return None
+    code = (
+        f"import sys; sys.path.insert(0, {str(source_root())!r}); import numpy, {SERVED_MODULE}; "
+        "print(numpy.__version__)"
+    )
     try:
         done = subprocess.run(
-            [str(python), "-I", "-c", "import numpy, zmq; print(numpy.__version__)"],
-            capture_output=True,
-            text=True,
-            timeout=120,
+            [str(python), "-I", "-c", code], capture_output=True, text=True, timeout=300
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    version = done.stdout.strip()
+    lines = done.stdout.strip().splitlines()
+    version = lines[-1] if lines else ""
     return version if done.returncode == 0 and version.startswith("1.") else None
 
 
@@ -119,7 +126,8 @@ def _make_venv(path: Path) -> None:
     """``python -m venv`` of this interpreter; a failure is one line, not a traceback."""
     try:
         subprocess.run(
-            [sys.executable, "-m", "venv", "--without-pip", "--clear", str(path)],
+            [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", "--clear",
+             str(path)],
             check=True, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     except subprocess.CalledProcessError as err:
@@ -176,43 +184,18 @@ def ensure_stub_env(env: Path | None = None) -> Path | None:
     if stub_numpy(env) is None:
         if given:
             raise UnavailableError(
-                f"--stub-env {env}: no bin/python3 importing numpy<2 and zmq (python3 -I); "
-                f"create it with python -m venv {env} && {env}/bin/pip install "
-                f"'{NUMPY_SPEC}' pyzmq"
+                f"--stub-env {env}: its bin/python3 -I cannot import numpy<2 and {SERVED_MODULE}; "
+                f"create it with python -m venv --system-site-packages {env} && "
+                f"{env}/bin/pip install {' '.join(repr(p) for p in stub_packages())}"
             )
         if env.exists():
             shutil.rmtree(env)  # a broken cache: built again below
         build_env(env)
         if stub_numpy(env) is None:
-            raise UnavailableError(f"{env}: built, but its python3 cannot import numpy<2 and zmq")
+            raise UnavailableError(
+                f"{env}: built, but its python3 -I cannot import numpy<2 and {SERVED_MODULE}"
+            )
     return env
-
-
-@contextlib.contextmanager
-def backend_python(env: Path | None) -> Iterator[None]:
-    """While Triton starts, make PyTriton give the Python-backend stub ``env`` (None: its default).
-
-    PyTriton chooses the stub's Python with
-    ``get_triton_python_backend_python_env()`` (this interpreter's prefix,
-    after checking that numpy and zmq import here); its bin directory goes
-    first on Triton's ``PATH``, where the stub finds ``python3``.
-    """
-    if env is None:
-        yield
-        return
-    from pytriton.server import triton_server
-
-    chooser = getattr(triton_server, "get_triton_python_backend_python_env", None)
-    if chooser is None:
-        raise UnavailableError(
-            "this nvidia-pytriton has no get_triton_python_backend_python_env(): cannot give "
-            "its stub a NumPy 1.x environment; install nvidia-pytriton==0.7.0 (make serve-deps)"
-        )
-    triton_server.get_triton_python_backend_python_env = lambda: env
-    try:
-        yield
-    finally:
-        triton_server.get_triton_python_backend_python_env = chooser
 
 
 if __name__ == "__main__":  # make serve-env
