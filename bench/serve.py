@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Load-test ``bertrt serve`` with dynamic batching on, then off: the serving figures.
 
-    python bench/serve.py --run-dir runs/default [--model cpu] [--concurrency 1,4,16,64]
+    python bench/serve.py --run-dir runs/default [--model cpu] [--concurrency 1,4,16,32,64]
         [--requests 400] [--seconds 30] [--port 8000] [--out DIR] [--set KEY=VALUE]
 
 First, with no server running, it times the model the way the server runs
@@ -43,7 +43,8 @@ BERTRT = [sys.executable, "-m", "bertrt"]
 
 def ready(http: int) -> bool:
     try:
-        urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/bertrt/ready", timeout=2)
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # not via http_proxy
+        direct.open(f"http://127.0.0.1:{http}/v2/models/bertrt/ready", timeout=2)
         return True
     except OSError:
         return False
@@ -108,7 +109,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run-dir", default="runs/default")
     p.add_argument("--model", default=None, help="registry name (default: bertrt serve's)")
-    p.add_argument("--concurrency", default="1,4,16,64")
+    p.add_argument("--concurrency", default="1,4,16,32,64", help="32 is where targets are read")
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--port", type=int, default=8000, help="HTTP; gRPC and metrics on the next two")

@@ -97,10 +97,12 @@ def named_answers(
 def server_error(message: str) -> str:
     """What the client got wrong, out of a server error that may carry a traceback.
 
-    PyTriton answers an exception of the inference callable with its whole
-    traceback; the last ``RequestError:`` line in it is the message meant for
-    the client (:class:`bertrt.serve.texts.RequestError`). Errors Triton
-    raises itself (dtype, shape, batch size, queue full) come as one line.
+    ``bertrt serve`` answers a malformed request with the message itself;
+    a Python model that raised instead (an older ``bertrt serve``, any
+    PyTriton server) sends its whole traceback, whose last ``RequestError:``
+    line is the message meant for the client
+    (:class:`bertrt.serve.texts.RequestError`). Errors Triton raises itself
+    (dtype, shape, batch size, queue full) come as one line.
     """
     found = re.findall(r"RequestError: (.+)", message)
     return found[-1].strip() if found else " ".join(message.split())

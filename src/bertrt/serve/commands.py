@@ -1,6 +1,6 @@
 """The serving commands of the ``bertrt`` CLI: their flags and what each runs.
 
-Kept here so ``bertrt.cli`` only registers them; PyTriton and tritonclient are
+Kept here so ``bertrt.cli`` only registers them; tritonserver and tritonclient are
 imported when a command runs, never for ``bertrt --help``.
 """
 
@@ -23,7 +23,7 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     sub.choices["predict"].add_argument(
         "--url", default=None, help="ask a running `bertrt serve` (host:port) instead"
     )
-    p = sub.add_parser("serve", help="serve a model on Triton Inference Server (PyTriton)")
+    p = sub.add_parser("serve", help="serve a model on Triton Inference Server")
     common(p)
     p.add_argument(
         "--model", default=None, help="registry name (default: trt-int8, else cpu, else onnx-cpu)"
@@ -89,7 +89,7 @@ def serve_command(args: argparse.Namespace, config: Config, run: RunDir) -> None
         drain_s=args.drain_s,
     )
     if serve(config, run, options) != 0:
-        raise BertrtError("the server stopped on its own (Triton or the model process died)")
+        raise BertrtError("the server stopped on its own (Triton or a model stub died)")
 
 
 def repo_command(args: argparse.Namespace, config: Config, run: RunDir) -> None:

@@ -51,7 +51,9 @@ class Step:
 
 def scrape(metrics_url: str) -> dict[str, float]:
     """Triton's counters for the served model (summed over versions)."""
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # not via http_proxy
+    with direct.open(metrics_url, timeout=5) as answer:
+        text = answer.read().decode()
     out = dict.fromkeys(METRICS, 0.0)
     for name in METRICS:
         for match in re.finditer(

@@ -87,22 +87,20 @@ class ServedModel:
 
         The well-formed requests run as one batch; a malformed one fails alone.
         """
-        answers: list[dict[str, np.ndarray] | RequestError] = []
+        answers: list[dict[str, np.ndarray] | RequestError | None] = []
         texts_per_request: list[list[str]] = []
         for request in requests:
             try:
                 texts_per_request.append(build_texts(request, self.options))
+                answers.append(None)  # filled from the batch below
             except RequestError as err:
-                texts_per_request.append([])
                 answers.append(err)
-                continue
-            answers.append({})
-        flat = [t for texts in texts_per_request for t in texts]
-        if flat:
-            sizes = [len(t) for t in texts_per_request if t]
+        if texts_per_request:
+            flat = [t for texts in texts_per_request for t in texts]
+            sizes = [len(t) for t in texts_per_request]
             outputs = iter(responses(self.logits(flat), sizes, self.labels))
-            answers = [a if isinstance(a, RequestError) else next(outputs) for a in answers]
-        return answers
+            answers = [next(outputs) if a is None else a for a in answers]
+        return [a for a in answers if a is not None]
 
     def __call__(self, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, np.ndarray]]:
         """Every request's outputs; the first malformed request raises its error."""

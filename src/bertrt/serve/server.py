@@ -29,6 +29,7 @@ BYTES tensors wrongly with NumPy 2.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import importlib.util
 import json
@@ -54,7 +55,7 @@ from bertrt.errors import BertrtError, UnavailableError
 from bertrt.hardware import usable_cores
 from bertrt.runners.registry import tensorrt_unavailable
 from bertrt.serve.model import SETTINGS_PARAMETER, load_served
-from bertrt.serve.stub_env import ensure_stub_env, source_root
+from bertrt.serve.stub_env import ensure_stub_env, path_line
 
 LOG = logging.getLogger(__name__)
 MODEL_NAME = "bertrt"
@@ -66,7 +67,7 @@ SERVE_EXTRA = (
 MODEL_PY = f"""# Written by `bertrt serve`: Triton's Python backend runs bertrt's served model here.
 import sys
 
-sys.path.insert(0, {str(source_root())!r})
+{path_line()}
 from bertrt.serve.backend import TritonPythonModel  # noqa: E402,F401
 """
 
@@ -134,6 +135,15 @@ def instance_threads(config: Config, instances: int) -> int:
     return config.threads or max(1, usable_cores() // instances)
 
 
+def engine_max_batch(run: RunDir, model: str) -> int | None:
+    """A TensorRT model's largest profile batch (Triton must not batch beyond it), else None."""
+    if not model.startswith("trt-"):
+        return None
+    from bertrt.trt.metadata import read_meta
+
+    return int(read_meta(run.engine_meta(model.split("-")[-1])).profile.batch[2])
+
+
 def model_config(
     config: Config, run: RunDir, model: str, options: ServeOptions, classes: int
 ) -> Any:
@@ -141,7 +151,8 @@ def model_config(
     from bertrt.serve.repo import TEXT_SPECS, _pb, _tensors, out_specs
 
     pb = _pb()
-    out = pb.ModelConfig(name=MODEL_NAME, backend="python", max_batch_size=options.max_batch)
+    max_batch = min(options.max_batch, engine_max_batch(run, model) or options.max_batch)
+    out = pb.ModelConfig(name=MODEL_NAME, backend="python", max_batch_size=max_batch)
     out.input.extend(_tensors(pb, TEXT_SPECS, "input"))
     out.output.extend(_tensors(pb, out_specs(classes), "output"))
     group = out.instance_group.add()
@@ -183,21 +194,29 @@ def triton_command(root: Path, options: ServeOptions) -> list[str]:
         "--metrics-port", str(options.metrics_port),
         "--exit-timeout-secs", str(options.drain_s),
         "--strict-readiness", "true",
+        "--disable-auto-complete-config",  # the config is complete; no extra stub at load
     ]  # fmt: skip
 
 
 def triton_env(install: TritonInstall, stub_python: Path) -> dict[str, str]:
     """Triton's environment: the stub's Python first on PATH, the libraries it links found.
 
-    The stub links ``libpython3.x.so``; under an interpreter that is not the
-    system one (pyenv, many venvs) it would pick the system library and fail
-    at model load (``'_thread.RLock' object has no attribute
-    '_recursion_count'``), so this interpreter's LIBDIR goes first.
+    The stub embeds Python but not isolated: PYTHONPATH, PYTHONHOME and the
+    user's site-packages (which a ``--system-site-packages`` venv turns on, ahead
+    of its own) could bring NumPy 2 back in front of the stub env's NumPy 1.x,
+    so they are left out. The stub links ``libpython3.x.so``; under an
+    interpreter that is not the system one (pyenv, many venvs) it would pick
+    the system library and fail at model load (``'_thread.RLock' object has
+    no attribute '_recursion_count'``), so that interpreter's LIBDIR goes
+    first (never the system's: it would come before CUDA's own libraries).
     """
-    env = dict(os.environ)
-    libdir = sysconfig.get_config_var("LIBDIR")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PYTHONNOUSERSITE"] = "1"
     paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
-    env["LD_LIBRARY_PATH"] = ":".join([*([libdir] if libdir else []), *paths, str(install.libs)])
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and sys.base_prefix not in ("/usr", "/usr/local"):
+        paths = [libdir, *(p for p in paths if p != libdir)]
+    env["LD_LIBRARY_PATH"] = ":".join([*paths, str(install.libs)])
     env["PATH"] = f"{stub_python / 'bin'}:{env.get('PATH', '')}"
     return env
 
@@ -231,10 +250,13 @@ class TritonProcess:
         self._reader.start()
 
     def _copy(self, stream: IO[bytes]) -> None:
+        """Forward Triton's output; keep reading even when our stderr is gone (a full pipe
+        would block Triton)."""
         for raw in stream:
             line = raw.decode("utf-8", errors="replace")
             self.tail.append(line.rstrip())
-            sys.stderr.write(line)
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(line)
 
     @property
     def pid(self) -> int:
@@ -266,6 +288,7 @@ class TritonProcess:
 def wait_ready(triton: TritonProcess, http_port: int, timeout_s: float = READY_TIMEOUT_S) -> None:
     """Until model ``bertrt`` is ready; Triton exiting or the timeout is one line naming why."""
     url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL_NAME}/ready"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via http_proxy
     deadline = time.monotonic() + timeout_s
     while True:
         if not triton.alive():
@@ -273,7 +296,7 @@ def wait_ready(triton: TritonProcess, http_port: int, timeout_s: float = READY_T
                 f"Triton or the {MODEL_NAME!r} model's stub failed to start: {triton.why()}"
             )
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
+            with direct.open(url, timeout=2) as answer:
                 if answer.status == 200:
                     return
         except OSError:
@@ -350,6 +373,14 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise _Stopped(signal.Signals(signum).name)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _again(signum: int, frame: Any) -> None:
+    """A second SIGTERM/SIGINT while draining: leave now (Triton follows: parent-death signal)."""
+    raise SystemExit(f"bertrt serve: {signal.Signals(signum).name} again: stopped without draining")
+
+
 def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
     """Serve until SIGTERM/SIGINT (exit 0) or until Triton or a model stub dies (exit 1)."""
     model = options.model or default_model(run)
@@ -359,18 +390,19 @@ def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
     threads = instance_threads(config, options.instances)
     load_served(run, model, threads, config.model.max_length).deactivate()
     model_cfg = model_config(config, run, model, options, len(run_labels(run)))
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, _on_signal) for s in STOP_SIGNALS}
+    triton: TritonProcess | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="bertrt-serve-") as tmp:
             root = Path(tmp)
-            write_repository(root, install, model_cfg)
-            LOG.info("%s: starting Triton (%d instance(s), stub Python %s)",
-                     model, options.instances, stub_python)  # fmt: skip
-            triton = TritonProcess(
-                [str(install.binary), *triton_command(root, options)],
-                triton_env(install, stub_python),
-            )
             try:
+                write_repository(root, install, model_cfg)
+                LOG.info("%s: starting Triton (%d instance(s), stub Python %s)",
+                         model, options.instances, stub_python)  # fmt: skip
+                triton = TritonProcess(
+                    [str(install.binary), *triton_command(root, options)],
+                    triton_env(install, stub_python),
+                )
                 wait_ready(triton, options.http_port)
                 LOG.info(
                     "serving %s as model %r: http :%d, grpc :%d, metrics :%d",
@@ -381,14 +413,14 @@ def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
                 LOG.info("%s: draining in-flight requests (up to %ds)", why, options.drain_s)
                 return 0
             finally:
-                _restore(previous)  # a second signal ends the process
-                triton.stop(options.drain_s + 10)
-    except _Stopped:  # before Triton started: nothing to drain
-        return 0
+                signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+                for sig in STOP_SIGNALS:
+                    signal.signal(sig, _again)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                if triton is not None:
+                    triton.stop(options.drain_s + 10)
+    except _Stopped:  # in the instant before the handlers above changed: Triton, if it
+        return 0  # started, follows our exit (parent-death signal)
     finally:
-        _restore(previous)
-
-
-def _restore(handlers: dict[signal.Signals, Any]) -> None:
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -9,8 +9,8 @@ that sees this interpreter's site-packages (``--system-site-packages``: bertrt,
 ONNX Runtime, OpenVINO, tokenizers, ...) but first its own, which hold only
 ``numpy<2`` and, where this interpreter's pandas needs NumPy 2, ``pandas<3``.
 The compiled runtimes built against NumPy 2 run on NumPy 1.x (NumPy's
-backward-compatible ABI); :func:`stub_numpy` checks that the served model's
-code imports there before the environment is used.
+backward-compatible ABI); :func:`served_code_error` checks that the served
+model's code imports there before the environment is used.
 
 How the stub finds it: it embeds Python and locates its prefix from the
 ``python3`` it finds first on ``PATH``; ``bertrt serve`` starts Triton with
@@ -18,7 +18,7 @@ this environment's bin directory first (:func:`bertrt.serve.server.triton_env`).
 
 Built once per interpreter under ``~/.cache/bertrt`` (``make serve-env``, or
 the first ``bertrt serve``): a ``venv --without-pip`` and a
-``pip install --target`` of a few wheels, about 120 MB and 15 s.
+``pip install --target`` of a few wheels, about 160 MB and 8 s.
 """
 
 from __future__ import annotations
@@ -71,6 +71,19 @@ def source_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def path_line() -> str:
+    """The Python line that makes the stub import this ``bertrt``.
+
+    A source tree (``src/``) goes first, before any other bertrt installed in
+    site-packages; a site-packages directory (a non-editable install) goes
+    last, so the stub env's own NumPy 1.x stays ahead of the NumPy 2 there.
+    """
+    root = source_root()
+    if (root / "numpy").exists():
+        return f"sys.path.append({str(root)!r})"
+    return f"sys.path.insert(0, {str(root)!r})"
+
+
 def cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "bertrt"
@@ -90,30 +103,38 @@ def site_packages(env: Path) -> Path:
     )
 
 
-def stub_numpy(env: Path) -> str | None:
-    """The NumPy version the stub would run the served model with from ``env``, or None.
-
-    Run isolated (``-I``) like the stub: neither PYTHONPATH nor the user's
-    site-packages may hide a broken environment. The served model's module
-    must import there, with this source tree first on the path as the
-    stub's model.py puts it.
-    """
+def _run_isolated(env: Path, code: str) -> subprocess.CompletedProcess[str] | None:
+    """``code`` in ``env``'s python3, isolated (``-I``, as the stub's environment is:
+    ``bertrt serve`` starts it without PYTHONPATH and user site-packages), or None."""
     python = env / "bin" / "python3"
     if not python.exists():
         return None
-    code = (
-        f"import sys; sys.path.insert(0, {str(source_root())!r}); import numpy, {SERVED_MODULE}; "
-        "print(numpy.__version__)"
-    )
     try:
-        done = subprocess.run(
+        return subprocess.run(
             [str(python), "-I", "-c", code], capture_output=True, text=True, timeout=300
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    lines = done.stdout.strip().splitlines()
-    version = lines[-1] if lines else ""
-    return version if done.returncode == 0 and version.startswith("1.") else None
+
+
+def stub_numpy(env: Path) -> str | None:
+    """The NumPy 1.x version ``env``'s python3 imports, or None where it imports no NumPy 1.x."""
+    done = _run_isolated(env, "import numpy; print(numpy.__version__)")
+    version = done.stdout.strip().splitlines()[-1:] if done and done.returncode == 0 else []
+    return version[0] if version and version[0].startswith("1.") else None
+
+
+def served_code_error(env: Path) -> str | None:
+    """Why ``env`` cannot import the served model's code (None: it can), from its last line.
+
+    This ``bertrt`` goes on the path as the stub's model.py puts it (:func:`path_line`).
+    """
+    code = f"import sys; {path_line()}; import {SERVED_MODULE}"
+    done = _run_isolated(env, code)
+    if done is None:
+        return "its python3 did not run"
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    return None if done.returncode == 0 else (lines[-1] if lines else f"exit {done.returncode}")
 
 
 def _pip_failure(done: subprocess.CompletedProcess[str]) -> str:
@@ -184,17 +205,20 @@ def ensure_stub_env(env: Path | None = None) -> Path | None:
     if stub_numpy(env) is None:
         if given:
             raise UnavailableError(
-                f"--stub-env {env}: its bin/python3 -I cannot import numpy<2 and {SERVED_MODULE}; "
-                f"create it with python -m venv --system-site-packages {env} && "
+                f"--stub-env {env}: its bin/python3 -I imports no numpy<2; create it with "
+                f"python -m venv --system-site-packages {env} && "
                 f"{env}/bin/pip install {' '.join(repr(p) for p in stub_packages())}"
             )
         if env.exists():
             shutil.rmtree(env)  # a broken cache: built again below
         build_env(env)
         if stub_numpy(env) is None:
-            raise UnavailableError(
-                f"{env}: built, but its python3 -I cannot import numpy<2 and {SERVED_MODULE}"
-            )
+            raise UnavailableError(f"{env}: built, but its python3 -I imports no numpy<2")
+    why = served_code_error(env)
+    if why:  # not the environment's fault: rebuilding it would not help
+        raise UnavailableError(
+            f"{env}: Triton's stub could not run the served model there ({SERVED_MODULE}: {why})"
+        )
     return env
 
 
