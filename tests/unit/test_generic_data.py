@@ -118,8 +118,8 @@ def test_parquet_with_text_and_label(tmp_path: Path) -> None:
     assert loaded.frame["text"].tolist() == ["a"]
     assert loaded.frame["label_name"].tolist() == ["1"]
     assert [b.describe() for b in loaded.skipped] == [
-        "data row 2 (PostId 2): text column text is empty",
-        "data row 3 (PostId 3): label column 'label' is empty",
+        "data row 2: text column text is empty",  # no id column: the row number says it
+        "data row 3: label column 'label' is empty",
     ]
 
 
@@ -148,7 +148,7 @@ def test_three_labels_two_text_columns_and_an_id_in_every_format(
 
 def test_prediction_file_without_a_label_column(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "p.csv", ["text"], [["first"], ["  "], ["third"]])
-    with pytest.raises(DataError, match=r"p\.csv: data row 2 \(PostId 2\): text column text is"):
+    with pytest.raises(DataError, match=r"p\.csv: data row 2: text column text is"):
         load_labelled_file(path, ["text"], None)
     loaded = load_labelled_file(path, ["text"], None, bad_rows="skip", max_bad_fraction=0.5)
     assert loaded.frame["label_name"].tolist() == ["", ""]
@@ -218,7 +218,7 @@ def test_bad_rows_fail_by_default_naming_file_row_and_the_count(tmp_path: Path) 
         load_labelled_file(path, ["text"], "label", "id")
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"{path}: data row 2 (PostId 2): 2 fields, expected 3 (and 4 more)")
+    assert message.startswith(f"{path}: data row 2 (id 2): 2 fields, expected 3 (and 4 more)")
     assert "--set data.bad_rows=skip" in message
 
 
@@ -228,12 +228,12 @@ def test_skip_drops_bad_rows_and_reports_each_with_its_row(tmp_path: Path) -> No
         path, ["text"], "label", "id", bad_rows="skip", max_bad_fraction=0.05
     )
     assert [b.describe() for b in loaded.skipped] == [
-        "data row 2 (PostId 2): 2 fields, expected 3",
-        "data row 3 (PostId 3): text column text is empty",
-        "data row 4 (PostId 4): label column 'label' is empty",
-        "data row 5 (PostId 'x4'): id column 'id' value 'x4' is not an integer in "
+        "data row 2 (id 2): 2 fields, expected 3",  # the id column's name, not PostId
+        "data row 3 (id 3): text column text is empty",
+        "data row 4 (id 4): label column 'label' is empty",
+        "data row 5 (id 'x4'): id column 'id' value 'x4' is not an integer in "
         "0..9223372036854775807",
-        "data row 6 (PostId 1): duplicate id 1 in column 'id' (first at data row 1)",
+        "data row 6 (id 1): duplicate id 1 in column 'id' (first at data row 1)",
     ]
     assert len(loaded.frame) == 95 and loaded.frame["PostId"].iloc[0] == 1
     assert not loaded.frame["row"].isin([2, 3, 4, 5, 6]).any()
@@ -250,11 +250,11 @@ def test_jsonl_bad_lines_are_named_by_line(tmp_path: Path) -> None:
     lines[7] = {"text": {"nested": 1}, "label": "a"}
     lines[8] = {"label": "b"}  # text key absent from this line only
     path = write_jsonl(tmp_path / "bad.jsonl", lines)
-    with pytest.raises(DataError, match=r"bad\.jsonl: line 3 \(PostId 3\): not valid JSON"):
+    with pytest.raises(DataError, match=r"bad\.jsonl: line 3: not valid JSON"):
         load_labelled_file(path, ["text"], "label")
     loaded = load_labelled_file(path, ["text"], "label", bad_rows="skip", max_bad_fraction=1.0)
     assert [b.describe().split(":")[0] for b in loaded.skipped] == [
-        f"line {n} (PostId {n})" for n in (3, 5, 6, 7, 8, 9)
+        f"line {n}" for n in (3, 5, 6, 7, 8, 9)
     ]
     reasons = [b.reason for b in loaded.skipped]
     assert reasons[1] == "a JSON array, not an object"
@@ -472,5 +472,5 @@ def test_a_label_that_is_not_printable_is_a_bad_row(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     rows = [{"text": f"row {i}", "label": "a\tb" if i == 2 else "a"} for i in range(5)]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    with pytest.raises(DataError, match=r"line 3 .*a class name must be printable"):
+    with pytest.raises(DataError, match=r"line 3: .*a class name must be printable"):
         load_labelled_file(path, ["text"], "label")

@@ -272,7 +272,8 @@ def _read_csv(path: Path, wanted: list[str], id_column: str | None) -> _Cells:
     for number, record in enumerate(records, start=1):
         if len(record) != len(header):
             id_text = record[at_id] if at_id < len(record) else ""
-            bad.append(BadRow(number, id_text, f"{len(record)} fields, expected {len(header)}"))
+            reason = f"{len(record)} fields, expected {len(header)}"
+            bad.append(BadRow(number, id_text, reason, id_column))
             continue
         rows.append(number)
         for name, index in where.items():
@@ -299,13 +300,17 @@ def _read_jsonl(path: Path, wanted: list[str]) -> _Cells:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as err:
-            bad.append(LineBadRow(number, "", f"not valid JSON: {err.msg} (column {err.colno})"))
+            bad.append(
+                LineBadRow(number, "", f"not valid JSON: {err.msg} (column {err.colno})", None)
+            )
             continue
         except (ValueError, RecursionError) as err:  # a huge integer, deep nesting
-            bad.append(LineBadRow(number, "", f"not usable JSON: {str(err) or 'nested too deep'}"))
+            bad.append(
+                LineBadRow(number, "", f"not usable JSON: {str(err) or 'nested too deep'}", None)
+            )
             continue
         if not isinstance(value, dict):
-            bad.append(LineBadRow(number, "", f"a JSON {_json_type(value)}, not an object"))
+            bad.append(LineBadRow(number, "", f"a JSON {_json_type(value)}, not an object", None))
             continue
         columns.update(dict.fromkeys(value))
         objects.append((number, value))
@@ -432,7 +437,7 @@ def _validate(
         text, why_text = _row_text(parts, text_columns, code_blocks)
         reason = reason or why_label or why_text
         if reason:
-            bad.append(make(number, id_text, reason))
+            bad.append(make(number, id_text, reason, id_column))
             continue
         for key, value in zip(good, (number, post_id, text, label), strict=True):
             good[key].append(value)
@@ -477,6 +482,7 @@ def _duplicates(
                     str(post_id),
                     f"duplicate id {post_id} in column {id_column!r} "
                     f"(first at {cells.unit} {first[post_id]})",
+                    id_column,
                 )
             )
         else:

@@ -90,12 +90,15 @@ class BadRow:
     row: int  # 1-based data row, header excluded
     post_id: str
     reason: str
+    id_name: str | None = "PostId"  # the id column's name; None: a file without one
 
     def describe(self) -> str:
+        if self.id_name is None:
+            return f"data row {self.row}: {self.reason}"
         shown = self.post_id if _DIGITS.fullmatch(self.post_id or "x") else None
         if shown is None or len(shown) > _SHOWN_CHARS:
             shown = show(self.post_id) if self.post_id else "?"
-        return f"data row {self.row} (PostId {shown}): {self.reason}"
+        return f"data row {self.row} ({self.id_name} {shown}): {self.reason}"
 
 
 @dataclass
