@@ -250,10 +250,9 @@ def epoch_index(epoch: float) -> int:
 
 
 def _compute_metrics(eval_pred: Any) -> dict[str, float]:
-    """Validation metrics per epoch; macro-F1 where the metrics module reports it."""
+    """Validation metrics per epoch (F1 of the positive class for two classes, macro-F1 always)."""
     report = classification_metrics(eval_pred.predictions, eval_pred.label_ids)
-    keys = ("accuracy", "precision", "recall", "f1", "macro_f1")
-    return {k: report[k] for k in keys if k in report}
+    return {k: report[k] for k in ("accuracy", "precision", "recall", "f1", "macro_f1")}
 
 
 def _epoch_history(
