@@ -90,6 +90,21 @@ def test_a_static_shape_winner_is_served_with_static_shapes(
     assert document["model"] == "ov-qdq" and document["static_shapes"] is True
 
 
+def test_a_static_shape_cpu_model_runs_on_dynamic_shapes_where_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server sees every shape: it asks for dynamic ones (bertrt.serve.model.load_served)."""
+    run = RunDir(tmp_path)
+    write_json(run.cpu_choice, {"model": "ov-qdq", "static_shapes": True})
+    monkeypatch.setattr(RunDir, "require", lambda *a, **k: None)
+    monkeypatch.setattr(registry, "chosen_cpu_model", lambda run: "ov-qdq")
+    static = registry.runner_for_model(run, "cpu")
+    dynamic = registry.runner_for_model(run, "cpu", static_shapes=False)
+    assert isinstance(static, openvino_runner.OpenVinoRunner)
+    assert isinstance(dynamic, openvino_runner.OpenVinoRunner)
+    assert static.static_shapes and not dynamic.static_shapes
+
+
 def test_a_run_moved_to_a_cpu_with_other_flags_warns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -115,11 +115,14 @@ def runner_for_model(
     threads: int | None = None,
     cuda_graphs: bool = False,
     stage: str = "evaluate",
+    static_shapes: bool = True,
 ) -> Runner:
     """A runner over one of the run's models (CPU, except TensorRT engines).
 
     Refuses an unknown name (exit 2), a framework this machine lacks (exit 3)
-    and a missing or stale artifact (exit 4), in that order.
+    and a missing or stale artifact (exit 4), in that order. ``static_shapes``
+    False runs a `cpu` model chosen with static shapes on dynamic ones: for a
+    caller that sees many shapes, each of which would compile on first use.
     """
     spec = MODELS.get(model)
     if spec is None:
@@ -135,7 +138,7 @@ def runner_for_model(
     if spec.framework == "choice":
         chosen = MODELS[chosen_cpu_model(run)]
         if chosen.framework == "openvino":
-            static = bool(read_json(run.cpu_choice).get("static_shapes"))
+            static = static_shapes and bool(read_json(run.cpu_choice).get("static_shapes"))
             run.require(stage, [chosen.artifact(run)], producer=chosen.producer)
             return _ov_runner(chosen, run, threads, static)
         return runner_for_model(run, chosen.name, threads, cuda_graphs, stage)

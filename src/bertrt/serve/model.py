@@ -113,8 +113,13 @@ class ServedModel:
 
 
 def load_served(run: RunDir, model: str, threads: int, max_length: int) -> ServedModel:
-    """Registry model ``model`` of ``run`` as the server runs it: activated and warmed up."""
-    runner = runner_for_model(run, model, threads=threads, stage="serve")
+    """Registry model ``model`` of ``run`` as the server runs it: activated and warmed up.
+
+    Always on dynamic shapes: a server sees every batch size and width, and a
+    `cpu` model chosen with static shapes compiled each new one on first use
+    (~0.5 s a shape, 500 ms stalls at every concurrency; docs/serving.md).
+    """
+    runner = runner_for_model(run, model, threads=threads, stage="serve", static_shapes=False)
     served = ServedModel(
         runner, load_run_tokenizer(run), max_length, TextOptions.of(run), run_labels(run)
     )
