@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import numpy as np
 from bertrt.artifacts import RunDir, write_json, write_text
 from bertrt.config import load_config
 from bertrt.data import load_split
+from bertrt.serve.client import open_direct
 from bertrt.serve.loadtest import Offline, Step, targets, targets_markdown
 from bertrt.serve.model import load_served
 from bertrt.serve.server import default_model, instance_threads
@@ -43,8 +43,7 @@ BERTRT = [sys.executable, "-m", "bertrt"]
 
 def ready(http: int) -> bool:
     try:
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # not via http_proxy
-        direct.open(f"http://127.0.0.1:{http}/v2/models/bertrt/ready", timeout=2)
+        open_direct(f"http://127.0.0.1:{http}/v2/models/bertrt/ready", 2).close()
         return True
     except OSError:
         return False

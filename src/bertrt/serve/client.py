@@ -14,6 +14,7 @@ mislabelled answer.
 from __future__ import annotations
 
 import re
+import urllib.request
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -31,6 +32,11 @@ def host_port(url: str) -> str:
     """``http://host:8000`` or ``host:8000`` → ``host:8000`` (what tritonclient takes)."""
     parsed = urlparse(url if "://" in url else f"http://{url}")
     return parsed.netloc or parsed.path
+
+
+def open_direct(url: str, timeout_s: float) -> Any:
+    """``urlopen`` that never goes through an ``http_proxy``: the server is on this machine."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=timeout_s)
 
 
 def client(url: str, concurrency: int = 1, timeout_s: float = 60.0) -> Any:

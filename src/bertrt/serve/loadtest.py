@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bertrt.artifacts import write_json, write_text
-from bertrt.serve.client import MODEL_NAME, client, text_inputs
+from bertrt.serve.client import MODEL_NAME, client, open_direct, text_inputs
 
 METRICS = (
     "nv_inference_count",
@@ -51,8 +50,7 @@ class Step:
 
 def scrape(metrics_url: str) -> dict[str, float]:
     """Triton's counters for the served model (summed over versions)."""
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # not via http_proxy
-    with direct.open(metrics_url, timeout=5) as answer:
+    with open_direct(metrics_url, 5) as answer:
         text = answer.read().decode()
     out = dict.fromkeys(METRICS, 0.0)
     for name in METRICS:

@@ -43,7 +43,6 @@ import sysconfig
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -54,6 +53,7 @@ from bertrt.data.labels import run_labels
 from bertrt.errors import BertrtError, UnavailableError
 from bertrt.hardware import usable_cores
 from bertrt.runners.registry import tensorrt_unavailable
+from bertrt.serve.client import open_direct
 from bertrt.serve.model import SETTINGS_PARAMETER, load_served
 from bertrt.serve.stub_env import ensure_stub_env, path_line
 
@@ -288,7 +288,6 @@ class TritonProcess:
 def wait_ready(triton: TritonProcess, http_port: int, timeout_s: float = READY_TIMEOUT_S) -> None:
     """Until model ``bertrt`` is ready; Triton exiting or the timeout is one line naming why."""
     url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL_NAME}/ready"
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via http_proxy
     deadline = time.monotonic() + timeout_s
     while True:
         if not triton.alive():
@@ -296,7 +295,7 @@ def wait_ready(triton: TritonProcess, http_port: int, timeout_s: float = READY_T
                 f"Triton or the {MODEL_NAME!r} model's stub failed to start: {triton.why()}"
             )
         try:
-            with direct.open(url, timeout=2) as answer:
+            with open_direct(url, 2) as answer:
                 if answer.status == 200:
                     return
         except OSError:
