@@ -5,12 +5,19 @@ compiled against NumPy 1.x. Under NumPy 2 it builds every BYTES input with
 wrong strides and dies on the first request, while Triton reports ready.
 This project's environment needs NumPy 2 (pandas 3), so the stub gets a
 Python of its own: a venv of this interpreter (same Python, same stdlib)
-that sees this interpreter's site-packages (``--system-site-packages``: bertrt,
-ONNX Runtime, OpenVINO, tokenizers, ...) but first its own, which hold only
+that sees this interpreter's site-packages (bertrt, ONNX Runtime, OpenVINO,
+tokenizers, transformers, ...) but first its own, which hold only
 ``numpy<2`` and, where this interpreter's pandas needs NumPy 2, ``pandas<3``.
 The compiled runtimes built against NumPy 2 run on NumPy 1.x (NumPy's
 backward-compatible ABI); :func:`served_code_error` checks that the served
-model's code imports there before the environment is used.
+model's code and the libraries it loads lazily import there before the
+environment is used.
+
+This interpreter's site-packages are reached through a ``.pth`` file
+(:func:`parent_sites_pth`), not ``--system-site-packages``: when this
+interpreter is itself a venv (the README's install), ``python -m venv``
+builds on the *base* Python, whose "system" packages are not the ones the
+user installed, and the stub could not import transformers.
 
 How the stub finds it: it embeds Python and locates its prefix from the
 ``python3`` it finds first on ``PATH``; ``bertrt serve`` starts Triton with
@@ -24,9 +31,11 @@ the first ``bertrt serve``): a ``venv --without-pip`` and a
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -41,6 +50,11 @@ NUMPY_SPEC = "numpy>=1.23,<2"  # what the stub was compiled against
 PANDAS_SPEC = "pandas>=2.2,<3"  # pandas 3 needs NumPy 2; bertrt.data imports pandas
 SERVED_MODULE = "bertrt.serve.model"  # the served code the stub runs: it must import there
 MARKER = "bertrt-stub-env.json"
+PARENT_PTH = "bertrt-parent-site.pth"  # puts this interpreter's site-packages after the env's own
+# Imported lazily by the served code, so importing SERVED_MODULE alone does not prove they load:
+# each one this interpreter has must import in the stub's environment too.
+LAZY_IMPORTS = ("transformers", "tokenizers", "onnxruntime", "openvino")
+LAYOUT = 2  # bumped when the environment's layout changes: a new cache directory
 PIP_TIMEOUT_S = 600
 
 
@@ -92,9 +106,20 @@ def cache_root() -> Path:
 def default_env_dir() -> Path:
     """One environment per base interpreter and package list (a venv is tied to its interpreter)."""
     base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-    key = json.dumps([base, sys.version, stub_packages()]).encode()
+    key = json.dumps([base, sys.version, stub_packages(), parent_sites(), LAYOUT]).encode()
     tag = hashlib.sha256(key).hexdigest()[:10]
     return cache_root() / "triton-stub" / f"py{sys.version_info[0]}.{sys.version_info[1]}-{tag}"
+
+
+def parent_sites() -> list[str]:
+    """This interpreter's site-packages (a venv's own, and its base's where it includes them)."""
+    return [str(Path(p).resolve()) for p in site.getsitepackages() if Path(p).is_dir()]
+
+
+def parent_sites_pth() -> str:
+    """A ``.pth`` that adds this interpreter's site-packages, their own ``.pth`` files
+    included (editable installs), after the environment's own site-packages."""
+    return "".join(f"import site; site.addsitedir({p!r})\n" for p in parent_sites())
 
 
 def site_packages(env: Path) -> Path:
@@ -129,7 +154,8 @@ def served_code_error(env: Path) -> str | None:
 
     This ``bertrt`` goes on the path as the stub's model.py puts it (:func:`path_line`).
     """
-    code = f"import sys; {path_line()}; import {SERVED_MODULE}"
+    lazy = [m for m in LAZY_IMPORTS if importlib.util.find_spec(m) is not None]
+    code = f"import sys; {path_line()}; import {', '.join([SERVED_MODULE, *lazy])}"
     done = _run_isolated(env, code)
     if done is None:
         return "its python3 did not run"
@@ -147,8 +173,7 @@ def _make_venv(path: Path) -> None:
     """``python -m venv`` of this interpreter; a failure is one line, not a traceback."""
     try:
         subprocess.run(
-            [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", "--clear",
-             str(path)],
+            [sys.executable, "-m", "venv", "--without-pip", "--clear", str(path)],
             check=True, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     except subprocess.CalledProcessError as err:
@@ -181,8 +206,11 @@ def build_env(env: Path) -> None:
                 f"({' '.join(stub_packages())}): {_pip_failure(done)}. Build it where PyPI is "
                 "reachable (make serve-env) or pass --stub-env DIR"
             )
+        (site_packages(staging) / PARENT_PTH).write_text(parent_sites_pth())
         (staging / MARKER).write_text(
-            json.dumps({"python": sys.version, "packages": stub_packages()})
+            json.dumps(
+                {"python": sys.version, "packages": stub_packages(), "parent": parent_sites()}
+            )
         )
         try:
             staging.rename(env)
@@ -205,9 +233,10 @@ def ensure_stub_env(env: Path | None = None) -> Path | None:
     if stub_numpy(env) is None:
         if given:
             raise UnavailableError(
-                f"--stub-env {env}: its bin/python3 -I imports no numpy<2; create it with "
-                f"python -m venv --system-site-packages {env} && "
-                f"{env}/bin/pip install {' '.join(repr(p) for p in stub_packages())}"
+                f"--stub-env {env}: its bin/python3 -I imports no numpy<2; leave --stub-env "
+                f"out (bertrt serve builds one) or create it with python -m venv {env}, "
+                f"{env}/bin/pip install {' '.join(repr(p) for p in stub_packages())} and a .pth "
+                f"in its site-packages that adds {', '.join(parent_sites())}"
             )
         if env.exists():
             shutil.rmtree(env)  # a broken cache: built again below
