@@ -1,9 +1,9 @@
 """Score any Kaggle-format CSV, or one question, with one of the run's models.
 
-Every model name goes through :func:`bertrt.runners.registry.runner_for_model`
-and every batch through :func:`bertrt.runners.predict.predict_logits`, so
-``merged``, each ONNX variant and the TensorRT engines are scored by the same
-code, with the same tokenization and metrics as the bench.
+Every model name is opened as a :class:`bertrt.runners.run_model.RunModel`
+(runner, tokenizer, class names and text options of the run, read once), so
+``merged``, each ONNX and OpenVINO model and the TensorRT engines are scored
+by the same code, with the same tokenization and metrics as the bench.
 """
 
 from __future__ import annotations
@@ -13,55 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
-from bertrt.data import load_examples, read_split
-from bertrt.data.labels import run_labels
-from bertrt.data.text import clean_body, question_text, require_text
-from bertrt.errors import MissingArtifactError, StaleArtifactError
-from bertrt.metrics import classification_metrics, named_probabilities, softmax
-from bertrt.modeling import load_tokenizer
-from bertrt.runners.base import Runner
-from bertrt.runners.predict import TokenizedRows, predict_logits
-from bertrt.runners.registry import runner_for_model
+from bertrt.data import load_examples
+from bertrt.data.text import require_text
+from bertrt.metrics import classification_metrics, named_probabilities
+from bertrt.runners.run_model import RunModel
 
 log = logging.getLogger(__name__)
-
-
-def _tokenizer(run: RunDir) -> Any:
-    """The tokenizer saved with the merged model: the one the model was trained with."""
-    if not (run.merged / "tokenizer_config.json").is_file():
-        raise MissingArtifactError(
-            f"{run.merged} has no tokenizer; run `bertrt train --run-dir {run.root}` first"
-        )
-    return load_tokenizer(run.merged)
-
-
-def _runner(config: Config, run: RunDir, model: str) -> Runner:
-    """Checked before any row is read: an unknown, absent or stale model fails fast."""
-    return runner_for_model(
-        run, model, threads=config.threads, cuda_graphs=config.engines.cuda_graphs
-    )
-
-
-def _score(
-    config: Config, run: RunDir, runner: Runner, texts: list[str], progress: bool = False
-) -> np.ndarray:
-    rows = TokenizedRows.build(
-        _tokenizer(run), texts, config.model.max_length, config.train.eval_batch_size
-    )
-    with runner:
-        logits = predict_logits(runner, rows, progress=progress, desc=f"evaluate {runner.label}")
-    classes = len(run_labels(run))
-    if logits.shape[1] != classes:
-        raise StaleArtifactError(
-            f"{runner.label} gives {logits.shape[1]} classes but {run.split} names {classes}; "
-            f"the model is from another split: rerun `bertrt train --run-dir {run.root}` "
-            "and the stages after it"
-        )
-    return logits
 
 
 def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str) -> dict[str, Any]:
@@ -70,8 +29,7 @@ def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str)
     The class names are the run's (split.json), so a file is scored against
     the classes the model was trained on, whatever their number.
     """
-    runner = _runner(config, run, model)
-    names = run_labels(run)
+    scorer = RunModel.open(config, run, model)
     frame, skipped = load_examples(
         csv_path, run, config.data.bad_rows, config.data.max_bad_fraction
     )
@@ -80,12 +38,13 @@ def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str)
             "skipped %d malformed rows of %s; first: %s", len(skipped), csv_path, skipped[0]
         )
     start = time.perf_counter()
-    logits = _score(config, run, runner, list(frame["text"]), progress=True)
+    with scorer:
+        logits = scorer.logits(list(frame["text"]), progress=True)
     elapsed = time.perf_counter() - start
-    report = classification_metrics(logits, frame["label"].to_numpy(), names)
+    report = classification_metrics(logits, frame["label"].to_numpy(), scorer.labels)
     return {
         "model": model,
-        "runner": runner.label,
+        "runner": scorer.runner.label,
         "data": str(Path(csv_path).resolve()),
         **report,
         "max_length": config.model.max_length,
@@ -162,12 +121,6 @@ def predict_text(
         require_text(text, "predict")
     else:
         require_text(f"{title or ''} {body or ''}", "predict")
-    runner = _runner(config, run, model)
-    names = run_labels(run)
-    code_blocks = str(read_split(run)["text"].get("code_blocks", "keep"))
-    if text is not None:
-        built = clean_body(text, code_blocks)
-    else:
-        built = question_text(title or "", body or "", code_blocks)
-    logits = _score(config, run, runner, [built])
-    return named_probabilities(softmax(logits), names)[0]
+    with RunModel.open(config, run, model) as scorer:
+        probabilities = scorer.probabilities([scorer.text_of(text, title, body)])
+    return named_probabilities(probabilities, scorer.labels)[0]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.modeling import encode
+from bertrt.modeling import clip_text, encode
 from bertrt.runners.base import Batch
 
 POLICIES = ("pad_to_max", "bucketed")
@@ -44,7 +44,7 @@ class Encoded:
 
 def tokenize_unpadded(tokenizer: Any, texts: Sequence[str], max_length: int) -> Encoded:
     out = tokenizer(
-        list(texts),
+        [clip_text(t, max_length) for t in texts],
         max_length=max_length,
         truncation=True,
         padding=False,
