@@ -322,3 +322,168 @@ def test_generic_settings_that_contradict_are_refused(
     config = load_config(overrides=[f"data.csv={synthetic_csv}", *overrides])
     with pytest.raises(ConfigError, match=message):
         data_stage.run(config, RunDir(tmp_path / "run"))
+
+
+# ---------------------------------------------------------------- a file read as meant
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], code: int, *argv: str) -> str:
+    """Run `bertrt data`: the exit code, one stderr line, no traceback; the line."""
+    assert main(["data", *argv]) == code
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def two_class_rows(n: int = 40) -> list[dict[str, str]]:
+    return [{"text": f"sample {i}", "label": "ab"[i % 2]} for i in range(n)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_jsonl_or_parquet_file_without_its_columns_is_never_read_as_kaggle(
+    tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+
+    path = tmp_path / f"mine{suffix}"
+    frame = pd.DataFrame(two_class_rows())
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    line = one_line_error(capsys, 2, "--data", str(path), "--run-dir", str(tmp_path / "run"))
+    kind = "Parquet" if suffix == ".parquet" else "JSONL"
+    assert line.endswith(
+        f"{path}: a {kind} file is not the Kaggle CSV; name its columns: --label-column NAME "
+        "(and --text-column NAME, default 'text'); the file's columns are 'text', 'label'"
+    )
+    assert line.isprintable() and "PAR1" not in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_generic_csv_without_its_columns_lists_them_and_the_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_csv(tmp_path / "mine.csv", two_class_rows(), columns=("text", "label"))
+    line = one_line_error(capsys, 1, "--data", str(data), "--run-dir", str(tmp_path / "run"))
+    assert "its columns are 'text', 'label'" in line and "--label-column NAME" in line
+
+
+def test_a_parquet_file_named_csv_prints_no_undecoded_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+
+    path = tmp_path / "really.csv"
+    pd.DataFrame(two_class_rows()).to_parquet(path, index=False)
+    line = one_line_error(capsys, 1, "--data", str(path), "--run-dir", str(tmp_path / "run"))
+    assert line.endswith(
+        f"{path}: is a Parquet file (it starts with PAR1), not CSV text; "
+        "name it .parquet and pass its columns (--label-column, --text-column)"
+    )
+
+
+def test_a_kaggle_body_over_the_csv_field_limit_is_read(tmp_path: Path) -> None:
+    rows = synthetic_rows(40)
+    rows[7]["BodyMarkdown"] = "long line of a pasted log\n" * 8_000  # 208,000 characters
+    frame = load_kaggle_csv(write_csv(tmp_path / "long.csv", rows)).frame
+    assert frame["BodyMarkdown"].str.len().max() == 208_000
+
+
+def test_a_text_column_given_twice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_csv(tmp_path / "t.csv", two_class_rows(), columns=("text", "label"))
+    flags = ["--text-column", "text", "--text-column", "text", "--label-column", "label"]
+    line = one_line_error(
+        capsys, 2, "--data", str(data), "--run-dir", str(tmp_path / "run"), *flags
+    )
+    assert line.endswith(
+        "data.text_columns (--text-column): column 'text' is given twice; "
+        "each column may be named once"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_header_naming_the_label_twice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "t.csv"
+    data.write_text("text,label,label\n" + "".join(f"t{i},a,b\n" for i in range(40)))
+    line = one_line_error(
+        capsys,
+        1,
+        "--data",
+        str(data),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--label-column",
+        "label",
+    )
+    assert "column 'label' 2 times (columns 2 and 3)" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_file_of_one_class_is_refused_at_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [{"text": f"t {i}", "label": "spam"} for i in range(40)]
+    data = write_csv(tmp_path / "t.csv", rows, columns=("text", "label"))
+    line = one_line_error(
+        capsys,
+        1,
+        "--data",
+        str(data),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--label-column",
+        "label",
+    )
+    assert line.endswith(
+        f"{data}: every usable row is of class 'spam' (label column 'label'); "
+        "a classifier needs rows of at least two classes"
+    )
+    assert not (tmp_path / "run" / "split.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--label-column", ""], "data.label_column (--label-column): a column name is empty"),
+        (["--label-column", "label", "--id-column", ""], "data.id_column (--id-column): a column"),
+        (["--id-column", ""], "data.id_column (--id-column): a column name is empty"),
+        (["--label-column", "label", "--text-column", ""], "data.text_columns (--text-column)"),
+    ],
+)
+def test_an_empty_column_name_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    data = write_csv(tmp_path / "t.csv", two_class_rows(), columns=("text", "label"))
+    line = one_line_error(
+        capsys, 2, "--data", str(data), "--run-dir", str(tmp_path / "run"), *flags
+    )
+    assert message in line
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.train_fraction=1.5"], "data.train_fraction=1.5: must be above 0 and below 1"),
+        (["data.test_fraction=-0.1"], "data.test_fraction=-0.1: must be above 0 and below 1"),
+        (["data.val_fraction=0", "data.train_fraction=0.9"], "data.val_fraction=0.0: must be"),
+        (["data.train_fraction=1", "data.val_fraction=0", "data.test_fraction=0"], "(every split"),
+        (["data.val_fraction=.nan"], "data.val_fraction=nan"),
+        (["data.train_fraction=0.7"], "sum to 0.9, must sum to 1"),
+        (["data.max_bad_fraction=1.5"], "data.max_bad_fraction=1.5: must be a fraction in [0, 1]"),
+        (["data.max_bad_fraction=-1"], "data.max_bad_fraction=-1.0"),
+        (["data.max_bad_fraction=.inf"], "data.max_bad_fraction=inf"),
+    ],
+)
+def test_data_options_that_make_no_sense_are_refused_before_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], message: str
+) -> None:
+    data = tmp_path / "never-read.csv"  # absent: the options are checked first
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    line = one_line_error(capsys, 2, "--data", str(data), "--run-dir", str(tmp_path / "run"), *sets)
+    assert message in line
+    assert not (tmp_path / "run").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -474,3 +475,94 @@ def test_a_label_that_is_not_printable_is_a_bad_row(tmp_path: Path) -> None:
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.raises(DataError, match=r"line 3: .*a class name must be printable"):
         load_labelled_file(path, ["text"], "label")
+
+
+# ---------------------------------------------------------------- the file read as meant
+
+
+def test_a_csv_cell_over_the_csv_modules_field_limit_is_read(tmp_path: Path) -> None:
+    """The csv module refuses a cell over 131,072 characters by default; the file is valid."""
+    long = "word " * 60_000  # 300,000 characters
+    rows = [[f"short {i}", "ab"[i % 2]] for i in range(6)]
+    rows[3][0] = long
+    path = write_csv(tmp_path / "long.csv", ["text", "label"], rows)
+    frame = load_labelled_file(path, ["text"], "label").frame
+    assert len(frame) == 6 and frame["text"].str.len().max() == len(long.strip())
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_wanted_column_named_twice_in_the_header_is_refused(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"twice{suffix}"
+    if suffix == ".csv":
+        write_csv(path, ["text", "label", "label"], [["a", "x", "y"], ["b", "y", "x"]])
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = [pa.array(["a", "b"]), pa.array(["x", "y"]), pa.array(["y", "x"])]
+        pq.write_table(pa.table(columns, names=["text", "label", "label"]), path)
+    with pytest.raises(DataError) as info:
+        load_labelled_file(path, ["text"], "label")
+    assert str(info.value) == (
+        f"{path}: the header names column 'label' 2 times (columns 2 and 3); "
+        "rename one so the file says which to read"
+    )
+
+
+def test_an_unused_column_named_twice_is_harmless(tmp_path: Path) -> None:
+    """Spreadsheets often end a header with empty names; only the named columns matter."""
+    path = write_csv(tmp_path / "blank.csv", ["text", "", "label", ""], [["a", "", "x", ""]])
+    assert load_labelled_file(path, ["text"], "label").frame["label_name"].tolist() == ["x"]
+
+
+def test_a_jsonl_object_repeating_a_wanted_key_is_a_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "keys.jsonl"
+    path.write_text(
+        '{"text": "a", "label": "x"}\n'
+        '{"text": "b", "label": "x", "label": "y"}\n'
+        '{"text": "c", "label": "y", "note": 1, "note": 2, "nested": {"label": 1, "label": 2}}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(DataError) as info:
+        load_labelled_file(path, ["text"], "label")
+    assert str(info.value).startswith(
+        f"{path}: line 2: key 'label' appears more than once in the object. Fix the file"
+    )
+    loaded = load_labelled_file(path, ["text"], "label", bad_rows="skip", max_bad_fraction=0.5)
+    assert loaded.frame["text"].tolist() == ["a", "c"]
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "id_column", "message"),
+    [
+        (["text", "text"], "label", None, "column 'text' is given twice"),
+        (["title", "body", "title"], "label", None, "column 'title' is given twice"),
+        (["text"], "", None, "data.label_column (--label-column): a column name is empty"),
+        (["text"], "label", "", "data.id_column (--id-column): a column name is empty"),
+        ([""], "label", None, "data.text_columns (--text-column): a column name is empty"),
+        (["label"], "label", None, "column 'label' is also data.text_columns"),
+        (["text"], "label", "label", "column 'label' is also data.label_column"),
+    ],
+)
+def test_column_options_that_cannot_mean_what_they_say_are_refused(
+    tmp_path: Path, text: list[str], label: str, id_column: str | None, message: str
+) -> None:
+    from bertrt.errors import ConfigError
+
+    path = write_csv(tmp_path / "d.csv", ["text", "title", "body", "label"], [["a", "b", "c", "x"]])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_labelled_file(path, text, label, id_column)
+
+
+@pytest.mark.parametrize(("suffix", "expected"), [(".csv", "CSV"), (".jsonl", "JSONL")])
+def test_a_parquet_file_under_a_text_suffix_is_named_so(
+    tmp_path: Path, suffix: str, expected: str
+) -> None:
+    path = tmp_path / f"really-parquet{suffix}"
+    pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]}).to_parquet(path, index=False)
+    with pytest.raises(DataError) as info:
+        load_labelled_file(path, ["text"], "label")
+    assert str(info.value) == (
+        f"{path}: is a Parquet file (it starts with PAR1), not {expected} text; "
+        "name it .parquet and pass its columns (--label-column, --text-column)"
+    )

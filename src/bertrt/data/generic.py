@@ -36,13 +36,15 @@ import pandas as pd
 from bertrt.data.kaggle import (
     INT64_MAX,
     BadRow,
+    binary_format,
+    columns_shown,
     merge_bad,
     parse_post_id,
     read_csv_records,
     show,
 )
 from bertrt.data.text import clean_body
-from bertrt.errors import DataError, UnavailableError
+from bertrt.errors import ConfigError, DataError, UnavailableError
 
 FORMATS = {
     ".csv": "CSV",
@@ -53,7 +55,6 @@ FORMATS = {
 }
 BAD_ROWS = ("fail", "skip")
 _INTEGER = re.compile(r"-?[0-9]+")
-_SHOWN_COLUMNS = 20  # columns listed in a missing-column message
 
 
 @dataclass
@@ -130,6 +131,7 @@ def load_labelled_file(
     text_columns = [text_columns] if isinstance(text_columns, str) else list(text_columns)
     if not text_columns:
         raise ValueError("load_labelled_file needs at least one text column")
+    check_columns(text_columns, label_column, id_column)
     if bad_rows not in BAD_ROWS:
         raise ValueError(f"bad_rows must be one of {', '.join(BAD_ROWS)}, got {bad_rows!r}")
     roles = [("text", name) for name in text_columns]
@@ -148,6 +150,52 @@ def load_labelled_file(
     if frame.empty:
         raise DataError(f"{path}: no usable rows left after dropping malformed ones")
     return LabelledFrame(frame=frame.reset_index(drop=True), skipped=bad)
+
+
+def check_columns(
+    text_columns: Sequence[str], label_column: str | None, id_column: str | None
+) -> None:
+    """Refuse column options that cannot mean what they say (ConfigError, before any read).
+
+    An empty name, a text column given twice (its text would be doubled in
+    training but not in `predict`), or one column in two roles (the label read
+    as text would leak the answer into the input).
+    """
+    roles: list[tuple[str, str | None]]
+    roles = [("data.text_columns (--text-column)", name) for name in text_columns]
+    roles += [("data.label_column (--label-column)", label_column)]
+    roles += [("data.id_column (--id-column)", id_column)]
+    seen: dict[str, str] = {}
+    for option, name in roles:
+        if name is None:
+            continue
+        if not name:
+            raise ConfigError(f"{option}: a column name is empty; name a column of the file")
+        if name in seen:
+            again = "given twice" if seen[name] == option else f"also {seen[name]}"
+            raise ConfigError(
+                f"{option}: column {name!r} is {again}; each column may be named once"
+            )
+        seen[name] = option
+
+
+def file_columns(path: Path) -> list[str] | None:
+    """The columns a CSV, JSONL or Parquet file has (for messages), None if it cannot be read."""
+    try:
+        return _read(path, [], None).columns
+    except (DataError, UnavailableError):
+        return None
+
+
+def _refuse_repeated(path: Path, columns: list[str], wanted: list[str]) -> None:
+    """A wanted column the header names twice is ambiguous: stop, naming both positions."""
+    for name in wanted:
+        where = [i for i, column in enumerate(columns, start=1) if column == name]
+        if len(where) > 1:
+            raise DataError(
+                f"{path}: the header names column {show(name)} {len(where)} times "
+                f"(columns {where[0]} and {where[1]}); rename one so the file says which to read"
+            )
 
 
 def _enforce_bad_rows(
@@ -201,9 +249,7 @@ def _require_columns(path: Path, cells: _Cells, roles: list[tuple[str, str]]) ->
     missing = [f"{role} column {name!r}" for role, name in roles if name not in cells.columns]
     if not missing:
         return
-    has = ", ".join(repr(c) for c in cells.columns[:_SHOWN_COLUMNS]) or "none"
-    if len(cells.columns) > _SHOWN_COLUMNS:
-        has += f" (and {len(cells.columns) - _SHOWN_COLUMNS} more)"
+    has = columns_shown(cells.columns)
     raise DataError(f"{path}: missing {', '.join(missing)}; the file's columns are {has}")
 
 
@@ -260,10 +306,12 @@ def _read_csv(path: Path, wanted: list[str], id_column: str | None) -> _Cells:
         header, records = read_csv_records(path)
     except DataError as err:
         # The shared parser's message for undecodable bytes speaks of the Kaggle file.
-        message = _undecodable(path, _read_bytes(path), csv_rows=True)
+        raw = _read_bytes(path)
+        message = None if binary_format(path, raw) else _undecodable(path, raw, csv_rows=True)
         if message is None:
             raise
         raise DataError(message) from err
+    _refuse_repeated(path, header, wanted)
     where = {name: header.index(name) for name in wanted if name in header}
     at_id = where.get(id_column or "", len(header))
     values: dict[str, list[Any]] = {name: [] for name in wanted}
@@ -287,7 +335,7 @@ def _read_csv(path: Path, wanted: list[str], id_column: str | None) -> _Cells:
 def _read_jsonl(path: Path, wanted: list[str]) -> _Cells:
     """One JSON object per line; blank lines are ignored, other lines are rows named by line."""
     raw = _read_bytes(path)
-    message = _undecodable(path, raw, csv_rows=False)
+    message = binary_format(path, raw, "JSONL") or _undecodable(path, raw, csv_rows=False)
     if message is not None:
         raise DataError(message)
     columns: dict[str, None] = {}
@@ -298,7 +346,7 @@ def _read_jsonl(path: Path, wanted: list[str]) -> _Cells:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value, repeated = _loads(line)
         except json.JSONDecodeError as err:
             bad.append(
                 LineBadRow(number, "", f"not valid JSON: {err.msg} (column {err.colno})", None)
@@ -312,10 +360,39 @@ def _read_jsonl(path: Path, wanted: list[str]) -> _Cells:
         if not isinstance(value, dict):
             bad.append(LineBadRow(number, "", f"a JSON {_json_type(value)}, not an object", None))
             continue
+        twice = next((key for key in repeated if key in wanted), None)
+        if twice is not None:
+            reason = f"key {show(twice)} appears more than once in the object"
+            bad.append(LineBadRow(number, "", reason, None))
+            continue
         columns.update(dict.fromkeys(value))
         objects.append((number, value))
     values = {name: [obj.get(name) for _, obj in objects] for name in wanted}
     return _Cells("line", list(columns), [n for n, _ in objects], values, bad)
+
+
+def _loads(line: str) -> tuple[Any, list[str]]:
+    """The line's JSON value, and the keys its top-level object repeats (json keeps the last)."""
+    last: list[list[str]] = [[]]
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # Called innermost object first: the top-level object's call is the last.
+        obj = dict(pairs)
+        last[0] = [] if len(obj) == len(pairs) else _repeated_keys(pairs)
+        return obj
+
+    value = json.loads(line, object_pairs_hook=pairs_hook)
+    return value, last[0] if isinstance(value, dict) else []
+
+
+def _repeated_keys(pairs: list[tuple[str, Any]]) -> list[str]:
+    seen: set[str] = set()
+    repeated = []
+    for key, _ in pairs:
+        if key in seen:
+            repeated.append(key)
+        seen.add(key)
+    return repeated
 
 
 def _json_type(value: Any) -> str:
@@ -340,6 +417,7 @@ def _read_parquet(path: Path, wanted: list[str]) -> _Cells:
         ) from err
     try:
         columns = [str(name) for name in pq.read_schema(path).names]
+        _refuse_repeated(path, columns, wanted)
         frame = pd.read_parquet(path, columns=[name for name in wanted if name in columns])
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -488,3 +566,9 @@ def _duplicates(
         else:
             first[post_id] = number
     return out
+
+
+def row_text(values: list[Any], columns: list[str], code_blocks: str = "keep") -> tuple[str, str]:
+    """(a row's model text, "") or ("", why it has none): the check and text of the data stage,
+    public for readers that score a file chunk by chunk (:mod:`bertrt.data.stream`)."""
+    return _row_text(values, columns, code_blocks)

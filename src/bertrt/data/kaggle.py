@@ -61,6 +61,37 @@ INT64_MAX = 2**63 - 1
 _DIGITS = re.compile(r"[0-9]+")
 _SIGNED_DIGITS = re.compile(r"-?[0-9]+")
 _SHOWN_CHARS = 40  # longest cell value quoted in a message
+_SHOWN_COLUMNS = 20  # columns of a file listed in a message
+# The csv module refuses a cell over 131,072 characters by default; a valid file
+# may hold a far longer body (a pasted log), and the whole file is in memory anyway.
+_FIELD_LIMIT = 2**31 - 1
+# Binary formats a misnamed file may be in: their first bytes, and the suffix to use.
+_MAGIC = {b"PAR1": ("Parquet", ".parquet")}
+
+
+def allow_long_cells() -> None:
+    """Lift the csv module's field limit (process-wide), so a long valid cell is read."""
+    if csv.field_size_limit() < _FIELD_LIMIT:
+        csv.field_size_limit(_FIELD_LIMIT)
+
+
+def columns_shown(columns: list[str]) -> str:
+    """A file's column names for a one-line message: quoted, at most 20 of them."""
+    shown = ", ".join(show(c) for c in columns[:_SHOWN_COLUMNS]) or "none"
+    if len(columns) > _SHOWN_COLUMNS:
+        shown += f" (and {len(columns) - _SHOWN_COLUMNS} more)"
+    return shown
+
+
+def binary_format(path: Path, raw: bytes, expected: str = "CSV") -> str | None:
+    """A message for a file in a known binary format under a text suffix, or None."""
+    for magic, (kind, suffix) in _MAGIC.items():
+        if raw.startswith(magic):
+            return (
+                f"{path}: is a {kind} file (it starts with {magic.decode()}), not {expected} "
+                f"text; name it {suffix} and pass its columns (--label-column, --text-column)"
+            )
+    return None
 
 
 def parse_post_id(text: str) -> int | None:
@@ -133,6 +164,9 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{path}: cannot be read: {err.strerror or err}") from err
     if not raw.strip():
         raise DataError(f"{path}: the file is empty (expected a header and data rows)")
+    binary = binary_format(path, raw)
+    if binary is not None:
+        raise DataError(binary)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -140,7 +174,11 @@ def _read_text(path: Path) -> str:
 
 
 def _where_undecodable(path: Path, raw: bytes, err: UnicodeDecodeError) -> str:
-    """Name the first bad byte by its offset in the whole file, and its data row and column."""
+    """Name the first bad byte by its offset in the whole file, and its data row and column.
+
+    No undecoded byte is shown: a cell or column name holding one is named by position.
+    """
+    allow_long_cells()
     offset = err.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
     text = raw.decode("utf-8-sig", errors="surrogateescape")
     where = "the header"
@@ -150,8 +188,10 @@ def _where_undecodable(path: Path, raw: bytes, err: UnicodeDecodeError) -> str:
         for number, record in enumerate((r for r in records if r), start=1):
             column = next((i for i, v in enumerate(record) if _undecoded(v)), None)
             if column is not None:
-                name = header[column] if column < len(header) else f"field {column + 1}"
-                where = f"data row {number} (PostId {show(record[0])}), column {name}"
+                name = header[column] if column < len(header) else ""
+                name = show(name) if name and not _undecoded(name) else f"field {column + 1}"
+                post_id = "" if _undecoded(record[0]) else f" (PostId {show(record[0])})"
+                where = f"data row {number}{post_id}, column {name}"
                 break
     except csv.Error:
         where = f"line {text.count(chr(10), 0, offset) + 1}"
@@ -167,6 +207,7 @@ def _undecoded(value: str) -> bool:
 
 def read_csv_records(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and non-blank records; a quoting error names the data row it starts in."""
+    allow_long_cells()
     reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
     records: list[list[str]] = []
     header: list[str] = []
@@ -189,6 +230,12 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[BadRow]]:
     """Every cell as text, the Kaggle columns checked, and the rows with a wrong field count."""
     header, records = read_csv_records(path)
     missing = [c for c in COLUMNS if c not in header]
+    if len(missing) == len(COLUMNS):
+        raise DataError(
+            f"{path}: has none of the Kaggle file's columns (PostId, Title, BodyMarkdown, "
+            f"OpenStatus, ...); its columns are {columns_shown(header)}. For another labelled "
+            "file name its columns: --label-column NAME (and --text-column NAME, default 'text')"
+        )
     if missing:
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing)}; the Kaggle file has {', '.join(COLUMNS)}"

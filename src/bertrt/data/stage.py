@@ -11,6 +11,7 @@ never mix rows of two files. No row of the data is copied into the run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,14 @@ import pandas as pd
 from bertrt.artifacts import RunDir, read_json, sha256_file, write_json
 from bertrt.config import Config, DataConfig
 from bertrt.data.features import FEATURES, tabular_features
-from bertrt.data.generic import discover_labels, load_labelled_file
-from bertrt.data.kaggle import load_kaggle_csv, show
+from bertrt.data.generic import (
+    FORMATS,
+    check_columns,
+    discover_labels,
+    file_columns,
+    load_labelled_file,
+)
+from bertrt.data.kaggle import columns_shown, load_kaggle_csv, show
 from bertrt.data.labels import TASK_LABELS, labels_of
 from bertrt.data.split import SPLITS, split
 from bertrt.data.text import question_text
@@ -34,11 +41,13 @@ def run(config: Config, rundir: RunDir) -> StageResult:
     cfg = config.data
     if not cfg.csv:
         raise ConfigError("data: no data file given; pass --data PATH (Makefile: DATA=PATH)")
+    check_options(cfg)
     source = data_source(cfg)
     with stage(rundir, "data") as out:
         csv_path = Path(cfg.csv).resolve()
         text_options = {"code_blocks": cfg.code_blocks, "features_in_text": cfg.features_in_text}
         loaded = read_examples(csv_path, source, text_options, cfg.bad_rows, cfg.max_bad_fraction)
+        _require_two_classes(csv_path, loaded, source)
         fractions = (cfg.train_fraction, cfg.val_fraction, cfg.test_fraction)
         try:
             ids = split(
@@ -75,6 +84,61 @@ def run(config: Config, rundir: RunDir) -> StageResult:
         out.facts = {"rows": len(loaded.frame), "skipped": len(loaded.skipped), "counts": counts}
         out.summary = _summary(rundir, out.report)
     return out.result
+
+
+def check_options(cfg: DataConfig) -> None:
+    """Refuse data.* values that make no sense, in one line, before the file is read.
+
+    Every split must get rows (a fraction of 0 leaves one empty; training,
+    calibration and the bench each need theirs), and max_bad_fraction is a
+    fraction of the file.
+    """
+    fractions = {
+        "data.train_fraction": cfg.train_fraction,
+        "data.val_fraction": cfg.val_fraction,
+        "data.test_fraction": cfg.test_fraction,
+    }
+    for key, value in fractions.items():
+        if not (math.isfinite(value) and 0 < value < 1):
+            raise ConfigError(
+                f"{key}={value!r}: must be above 0 and below 1 (every split needs rows)"
+            )
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"{' + '.join(f'{k}={v!r}' for k, v in fractions.items())}: "
+            f"sum to {sum(fractions.values()):g}, must sum to 1"
+        )
+    if not (math.isfinite(cfg.max_bad_fraction) and 0 <= cfg.max_bad_fraction <= 1):
+        raise ConfigError(
+            f"data.max_bad_fraction={cfg.max_bad_fraction!r}: must be a fraction in [0, 1]"
+        )
+    check_columns(cfg.text_columns, cfg.label_column, cfg.id_column)
+
+
+def _require_two_classes(path: Path, loaded: Examples, source: dict[str, Any]) -> None:
+    """A file whose usable rows are all one class cannot train a classifier: stop now."""
+    present = sorted(set(loaded.frame["label"].tolist()))
+    if len(present) != 1:
+        return
+    column = source.get("label_column")
+    where = f" (label column {column!r})" if column else ""
+    raise DataError(
+        f"{path}: every usable row is of class {show(loaded.labels[present[0]])}{where}; "
+        "a classifier needs rows of at least two classes"
+    )
+
+
+def _not_kaggle(path: Path) -> ConfigError | None:
+    """A JSONL or Parquet file is never the Kaggle CSV: say which options it needs."""
+    kind = FORMATS.get(path.suffix.lower(), "CSV")
+    if kind == "CSV":
+        return None
+    columns = file_columns(path)
+    has = f"; the file's columns are {columns_shown(columns)}" if columns is not None else ""
+    return ConfigError(
+        f"{path}: a {kind} file is not the Kaggle CSV; name its columns: "
+        f"--label-column NAME (and --text-column NAME, default 'text'){has}"
+    )
 
 
 def data_source(cfg: DataConfig) -> dict[str, Any]:
@@ -128,6 +192,9 @@ def read_examples(
     row. None: the file's own labels, discovered (the data stage).
     """
     if source.get("format", "kaggle") == "kaggle":
+        wrong = _not_kaggle(path)
+        if wrong is not None:
+            raise wrong
         task = source.get("task", "closed")
         loaded = load_kaggle_csv(path, bad_rows, max_bad_fraction, task=task)
         return Examples(
