@@ -20,6 +20,7 @@ from bertrt.config import Config, load_config
 from bertrt.data.labels import TASK_LABELS
 from bertrt.errors import BertrtError, ConfigError
 from bertrt.runners.registry import MODEL_NAMES as EVAL_MODELS
+from bertrt.scoring import commands as scoring_commands
 from bertrt.serve import commands as serve_commands
 from bertrt.stages import StageResult
 
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="merged", choices=EVAL_MODELS, help="(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    p = sub.add_parser("predict", help="classify one question")
+    p = sub.add_parser("predict", help="classify one question, or score a whole file (--data)")
     _common(p)
     p.add_argument("--text", default=None, help="the whole text (title and body)")
     p.add_argument(
@@ -139,7 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--title", default=None)
     p.add_argument("--body", default=None)
-    p.add_argument("--model", default="merged", choices=EVAL_MODELS, help="(default: %(default)s)")
+    p.add_argument(
+        "--model",
+        default=None,
+        choices=EVAL_MODELS,
+        help="(default: merged for one text; the run's deployment model for --data)",
+    )
+    scoring_commands.add_arguments(p)
     serve_commands.add_parsers(sub, _common)
     return parser
 
@@ -202,6 +209,9 @@ def prediction_line(prediction: dict[str, Any]) -> str:
 def _predict(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
     from bertrt.data.text import read_question
 
+    if args.data is not None:
+        scoring_commands.predict_file(args, config, rundir)
+        return
     if args.file is not None:
         if args.text is not None:
             raise ConfigError("predict: give --text or --file, not both")
@@ -217,7 +227,8 @@ def _predict(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
         return
     from bertrt.evaluate import predict_text
 
-    prediction = predict_text(config, rundir, args.model, args.text, args.title, args.body)
+    model = args.model or "merged"
+    prediction = predict_text(config, rundir, model, args.text, args.title, args.body)
     print(prediction_line(prediction))
 
 
