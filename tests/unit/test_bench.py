@@ -24,8 +24,11 @@ from bertrt.bench.machine import steal_percent
 from bertrt.bench.report import add_speedups, choose_best, paired_ratio
 from bertrt.bench.results import AccuracyRow, Backend, BenchResults, ModelInfo, Target
 from bertrt.bench.timing import (
+    MIN_ITERATIONS,
+    MIN_REPEATS,
     ShapeTimer,
     TimingPlan,
+    fit_to_budget,
     interleave,
     measure,
     summarize,
@@ -447,3 +450,35 @@ def test_compare_script_is_the_bench_command() -> None:
         check=True,
     )
     assert "--quick" in proc.stdout and "--run-dir" in proc.stdout
+
+
+def _timers_costing(costs_ms: list[float], plan: TimingPlan) -> list[ShapeTimer]:
+    """Timers whose warm-up said each iteration takes ``costs_ms[i]`` (set after the pilot)."""
+    timers = []
+    for i, cost in enumerate(costs_ms):
+        timer = ShapeTimer(
+            _LoggingRunner(str(i), []).__enter__(), synthetic_batch(1, 4, 1000), plan
+        )
+        timer.typical_ms, timer.per_round = cost, plan.iterations
+        timers.append(timer)
+    return timers
+
+
+def test_a_plan_within_the_latency_budget_is_left_alone() -> None:
+    plan = TimingPlan(warmup=1, iterations=10, repeats=5, round_warmup=0)
+    timers = _timers_costing([10.0, 20.0], plan)  # 0.3 s a round, 1.5 s in all
+    budget = fit_to_budget(timers, plan.repeats, 60.0)
+    assert (budget.repeats, budget.cells_cut, budget.unfitted_s) == (5, 0, 1.5)
+    assert [t.per_round for t in timers] == [10, 10]
+
+
+def test_the_latency_budget_cuts_iterations_then_rounds_never_below_the_floors() -> None:
+    plan = TimingPlan(warmup=1, iterations=10, repeats=5, round_warmup=0)
+    timers = _timers_costing([1000.0, 2000.0], plan)  # 30 s a round, 150 s in all
+    budget = fit_to_budget(timers, plan.repeats, 60.0)
+    assert budget.unfitted_s == 150.0 and budget.cells_cut == 2
+    assert budget.planned_s <= 60.0 and budget.repeats >= MIN_REPEATS
+    assert all(MIN_ITERATIONS <= t.per_round < 10 for t in timers)
+    # A budget no plan can meet still keeps enough to report a median.
+    tiny = fit_to_budget(_timers_costing([1000.0, 2000.0], plan), plan.repeats, 1.0)
+    assert tiny.repeats == MIN_REPEATS and tiny.planned_s > 1.0

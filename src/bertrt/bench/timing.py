@@ -144,10 +144,15 @@ class ShapeTimer:
         self._prepared = runner.prepare(batch)
         self.timer, self._once = timer_for(runner, self._prepared)
         warm = [self._once() for _ in range(max(plan.warmup, 1))]
-        typical = max(statistics.median(warm[-3:]), 1e-3)
-        per_round = max(plan.iterations, math.ceil(plan.min_round_s * 1e3 / typical))
+        self.typical_ms = max(statistics.median(warm[-3:]), 1e-3)
+        per_round = max(plan.iterations, math.ceil(plan.min_round_s * 1e3 / self.typical_ms))
         self.per_round = min(per_round, plan.max_iterations)
         self.rounds: list[list[float]] = []
+
+    @property
+    def round_cost_s(self) -> float:
+        """What one round should take, from the warm-up's typical latency (the pilot)."""
+        return (self.per_round + self.plan.round_warmup) * self.typical_ms / 1e3
 
     def time_round(self) -> None:
         for _ in range(self.plan.round_warmup):
@@ -156,6 +161,51 @@ class ShapeTimer:
 
     def result(self) -> LatencyResult:
         return summarize(self.rounds, self.batch_size, self.timer)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a latency budget bought: the rounds and iterations the timers were cut to."""
+
+    budget_s: float | None
+    repeats: int
+    planned_s: float  # the latency rounds' cost after fitting, estimated from the warm-up
+    unfitted_s: float  # what the configured iterations and repeats would have cost
+    cells_cut: int  # (runner, shape) cells whose iterations per round were reduced
+    cells: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Below these a figure stops meaning much: the median of fewer rounds follows the
+# machine's drift, and a round of fewer iterations has no middle.
+MIN_REPEATS = 3
+MIN_ITERATIONS = 3
+
+
+def fit_to_budget(timers: Sequence[ShapeTimer], repeats: int, budget_s: float | None) -> Budget:
+    """Cut iterations per round, then rounds, until the latency rounds fit ``budget_s``.
+
+    Each cell's cost comes from its own warm-up (the pilot). Iterations go first
+    (largest cells lose most: they are the slow shapes, whose latency varies
+    least), down to :data:`MIN_ITERATIONS`; then rounds, down to
+    :data:`MIN_REPEATS`. A plan that fits is left alone. The timers are changed
+    in place; the returned :class:`Budget` says what was bought.
+    """
+    per_round = sum(t.round_cost_s for t in timers)
+    unfitted, cut = repeats * per_round, 0
+    if budget_s is not None and unfitted > budget_s and timers:
+        scale = budget_s / unfitted
+        for timer in timers:
+            fitted = max(MIN_ITERATIONS, math.floor(timer.per_round * scale))
+            cut += fitted < timer.per_round
+            timer.per_round = min(timer.per_round, fitted)
+        per_round = sum(t.round_cost_s for t in timers)
+        repeats = max(MIN_REPEATS, min(repeats, math.floor(budget_s / max(per_round, 1e-9))))
+    return Budget(
+        budget_s, repeats, round(repeats * per_round, 1), round(unfitted, 1), cut, len(timers)
+    )
 
 
 def interleave(
