@@ -728,3 +728,15 @@ def test_online_hub_failure_keeps_the_hubs_answer(monkeypatch: pytest.MonkeyPatc
         message
     )
     assert "hf download org/gated --local-dir DIR" in message and "\n" not in message
+
+
+def test_training_says_its_precision_and_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU without native bf16 trains in fp32, about twice as slow: said before it starts."""
+    from bertrt.trainer import train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_model", lambda: "Some Xeon")
+    monkeypatch.setattr(train_module, "cpu_flags", lambda: ["avx512_vnni"])
+    line = train_module.precision_reason("fp32", cuda=False)
+    assert "fp32" in line and "no native bf16" in line and "max_train_rows" in line
+    monkeypatch.setattr(train_module, "cpu_flags", lambda: ["amx_bf16", "avx512_bf16"])
+    assert "amx_bf16, avx512_bf16" in train_module.precision_reason("bf16", cuda=False)

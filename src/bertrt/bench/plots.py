@@ -67,15 +67,33 @@ def accuracy_throughput_plot(
 ) -> None:
     plt = _figure()
     rate = {r.backend: r.samples_per_s for r in latency if r.batch == batch and r.seq == seq}
-    points = [(rate[a.backend], 100 * a.accuracy, a.backend) for a in accuracy if a.backend in rate]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for x, y, name in points:
-        ax.scatter(x, y, s=40)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    points = [
+        (rate[a.backend], 100 * a.accuracy, a.backend)
+        for a in accuracy
+        if a.backend in rate and a.accuracy is not None
+    ]
+    # Runtimes often tie on accuracy (INT8 within a row of fp32; a quick run's few
+    # rows): names written beside the points would print on top of each other. Each
+    # point gets a number, a colour and a marker, and the legend names it.
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    colours, markers = plt.get_cmap("tab10").colors, "os^Dv<>pPX"
+    points.sort(key=lambda p: (-p[1], -p[0]))
+    for i, (x, y, name) in enumerate(points, start=1):
+        ax.scatter(
+            x,
+            y,
+            s=60,
+            color=colours[i % 10],
+            marker=markers[i % len(markers)],
+            alpha=0.8,
+            label=f"{i}  {name}  ({y:.2f}%, {x:.1f}/s)",
+        )
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel(f"throughput at batch {batch}, seq {seq} (samples/s)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy vs throughput")
     ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), suffix=".png")
     plt.close(fig)
@@ -90,7 +108,7 @@ def write_plots(bench_dir: Path, results: BenchResults) -> list[Path]:
     batch = max(r.batch for r in latency)
     seqs = sorted({r.seq for r in latency})
     seq = 128 if 128 in seqs else seqs[0]
-    if results.accuracy:
+    if results.accuracy and any(a.accuracy is not None for a in results.accuracy):
         out.append(bench_dir / "accuracy_vs_throughput.png")
         accuracy_throughput_plot(out[1], latency, results.accuracy, batch, seq)
     return out

@@ -25,7 +25,7 @@ import torch
 from bertrt.config import Config, TrainConfig
 from bertrt.data.labels import label_maps
 from bertrt.errors import ConfigError, UnavailableError
-from bertrt.hardware import cpu_has_native_bf16, cpu_model
+from bertrt.hardware import cpu_flags, cpu_has_native_bf16, cpu_model
 from bertrt.metrics import classification_metrics
 from bertrt.modeling import ATTENTION, model_input_names, resolve_base_model
 from bertrt.trainer.hub import from_pretrained
@@ -49,6 +49,23 @@ def resolve_precision(requested: str, cuda: bool) -> str:
     if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise UnavailableError("train.precision=bf16: this GPU has no bf16; use fp16")
     return requested
+
+
+def precision_reason(precision: str, cuda: bool) -> str:
+    """One line saying what training will run in and why, printed before it starts: without
+    native bf16 a CPU trains in fp32, about twice as slow, and a user should know at once."""
+    if cuda:
+        return f"training in {precision} on {torch.cuda.get_device_name()}"
+    native = sorted({"amx_bf16", "avx512_bf16"} & set(cpu_flags()))
+    if precision == "bf16":
+        return f"training in bf16 autocast: {cpu_model()} has native bf16 ({', '.join(native)})"
+    if native:
+        return f"training in fp32 (train.precision={precision}) on {cpu_model()}"
+    return (
+        f"training in fp32: {cpu_model()} has no native bf16 (no amx_bf16 or avx512_bf16), "
+        "where bf16 autocast is emulated and slower; expect about twice the time of a CPU "
+        "with it (size the run with train.max_train_rows)"
+    )
 
 
 def device_description(precision: str) -> dict[str, Any]:
@@ -297,6 +314,7 @@ def train_model(
     cfg = config.train
     cuda = torch.cuda.is_available()
     precision = resolve_precision(cfg.precision, cuda)
+    print(precision_reason(precision, cuda))
     set_seed(config.seed)
     model, tokenizer, names, architecture = _prepared_model(config, preset, labels)
     counts = parameter_counts(model)
