@@ -148,7 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scoring_commands.add_arguments(p)
     serve_commands.add_parsers(sub, _common)
+    _demo_parser(sub)
     return parser
+
+
+def _demo_parser(sub: Any) -> None:
+    """`bertrt demo`: a web page over the run's model (in process, or a server's)."""
+    p = sub.add_parser("demo", help="a web page to try the run's model (needs the demo extra)")
+    _common(p)
+    p.add_argument(
+        "--model", default=None, choices=EVAL_MODELS, help="(default: the deployment model)"
+    )
+    p.add_argument("--url", default=None, help="ask a running `bertrt serve` (host:port) instead")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=7860, help="(default: %(default)s)")
+    p.add_argument(
+        "--examples", type=int, default=6, help="validation rows offered (default: %(default)s)"
+    )
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
@@ -232,9 +248,18 @@ def _predict(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
     print(prediction_line(prediction))
 
 
+def _demo(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
+    from bertrt.demo import DemoOptions
+    from bertrt.demo import run as demo
+
+    options = DemoOptions(args.model, args.url, args.host, args.port, args.examples)
+    demo(config, rundir, options)
+
+
 TOOLS: dict[str, Callable[[argparse.Namespace, Config, RunDir], None]] = {
     "evaluate": _evaluate,
     "predict": _predict,
+    "demo": _demo,
     **serve_commands.COMMANDS,
 }
 
