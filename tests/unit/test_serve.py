@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -406,6 +407,7 @@ class Live:
     http: int
     metrics: int
     log: Path
+    grpc: int = 0
 
     @property
     def url(self) -> str:
@@ -445,7 +447,9 @@ def _start_server(run: RunDir, log: Path, *extra: str) -> Live:
            "--set", "model.max_length=32", "--model", "onnx-fp32", "--http-port", str(http),
            "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--drain-s", "5", *extra]  # fmt: skip
     with log.open("wb") as out:
-        live = Live(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT), http, metrics, log)
+        live = Live(
+            subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT), http, metrics, log, grpc
+        )
     deadline = time.monotonic() + 600
     while not live.ready():
         if (code := live.process.poll()) is not None:
@@ -520,6 +524,14 @@ BAD_REQUESTS = {
     "missing input": ([], "request has 0 inputs"),
     "wrong dtype": ([("text", np.array([[7]], dtype=np.int32), "INT32")], "expects 'BYTES'"),
     "batch over max_batch": ([("text", _bytes(*[b"q"] * 33), "BYTES")], "must be <= 32"),
+    "one empty row of 8": (
+        [("text", _bytes(*[b"q"] * 3, b" ", *[b"q"] * 4), "BYTES")],
+        "row 3: empty text",
+    ),
+    "over --max-request-bytes": (
+        [("text", _bytes(b"x" * 600_000, b"y" * 600_000), "BYTES")],
+        "request too large: 1200000 bytes of text, over this server's limit of 1048576",
+    ),
     "text and title": (
         [("text", _bytes(b"a"), "BYTES"), ("title", _bytes(b"b"), "BYTES")],
         "either `text` or `title`",
@@ -532,6 +544,7 @@ BAD_REQUESTS = {
 def test_live_server_answers_a_bad_request_with_its_error_then_the_next_one(
     live: Live, case: str
 ) -> None:
+    """A client's mistake is a client error: HTTP 400 with the message, then the next request."""
     from tritonclient.utils import InferenceServerException
 
     from bertrt.serve.client import client, predict_url, server_error
@@ -540,7 +553,107 @@ def test_live_server_answers_a_bad_request_with_its_error_then_the_next_one(
     with client(live.url) as conn, pytest.raises(InferenceServerException) as err:
         conn.infer("bertrt", [_raw(*spec) for spec in inputs])
     assert message in server_error(err.value.message() or str(err.value))
+    assert err.value.status() == "400", (err.value.status(), err.value.message())
     assert predict_url(live.url, {"text": ["How do I sort a list?"]})[0]["label"]
+
+
+MODEL_REFUSALS = ["empty text", "invalid UTF-8", "text and title", "one empty row of 8",
+                  "over --max-request-bytes"]  # fmt: skip
+
+
+def _refused(live: Live) -> float:
+    from bertrt.serve.loadtest import scrape_counter
+
+    return scrape_counter(f"http://127.0.0.1:{live.metrics}/metrics", "bertrt_request_refused")
+
+
+@pytest.mark.parametrize("case", MODEL_REFUSALS)
+def test_live_grpc_answers_a_bad_request_invalid_argument_and_counts_it(
+    live: Live, case: str
+) -> None:
+    """gRPC INVALID_ARGUMENT (not INTERNAL), and counted in bertrt_request_refused."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    inputs, message = BAD_REQUESTS[case]
+    tensors = []
+    for name, array, dtype in inputs:
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    before = _refused(live)
+    conn = grpcclient.InferenceServerClient(f"127.0.0.1:{live.grpc}")
+    with pytest.raises(InferenceServerException) as err:
+        conn.infer("bertrt", tensors)
+    conn.close()
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT", err.value.message()
+    assert message in (err.value.message() or "")
+    assert _refused(live) == before + 1
+
+
+def _listening(port: int) -> list[str]:
+    """The local addresses of the listening TCP sockets on ``port`` (Linux /proc/net)."""
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                out.append(address)
+    return out
+
+
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+def test_live_server_listens_on_loopback_only(live: Live) -> None:
+    """HTTP, gRPC and metrics bind 127.0.0.1 by default, never every interface."""
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp here")
+    for port in (live.http, live.grpc, live.metrics):
+        addresses = _listening(port)
+        assert addresses and set(addresses) <= LOOPBACK, (port, addresses)
+
+
+def _post(url: str, body: bytes) -> int:
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def test_live_server_refuses_the_admin_apis(live: Live) -> None:
+    """No client can change the log settings or register shared memory; inference works."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from bertrt.serve.client import predict_url
+
+    base = f"http://{live.url}/v2"
+    assert _post(f"{base}/logging", b'{"log_verbose_level": 1}') == 403
+    register = b'{"key": "/x", "offset": 0, "byte_size": 64}'
+    assert _post(f"{base}/systemsharedmemory/region/x/register", register) == 403
+    assert _post(f"{base}/repository/index", b"{}") == 403
+    conn = grpcclient.InferenceServerClient(f"127.0.0.1:{live.grpc}")
+    with pytest.raises(InferenceServerException, match="restricted"):
+        conn.update_log_settings({"log_verbose_level": 1})
+    conn.close()
+    assert predict_url(live.url, {"text": ["How do I sort a list?"]})[0]["label"]
+
+
+def test_a_port_another_server_holds_is_one_line_before_anything_serves(
+    live: Live, exported_run: RunDir
+) -> None:
+    cmd = [sys.executable, "-m", "bertrt", "serve", "--run-dir", str(exported_run.root),
+           "--model", "onnx-fp32", "--http-port", str(_free_port()), "--grpc-port",
+           str(live.grpc), "--metrics-port", str(_free_port())]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    errors = [x for x in done.stderr.splitlines() if x.startswith("bertrt serve: error")]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(errors) == 1 and f"--grpc-port {live.grpc}" in errors[0] and "in use" in errors[0]
+    assert "serving" not in done.stderr and "Traceback" not in done.stderr
 
 
 def _one_request(url: str, text: str, out: list[tuple[bool, float, str]]) -> None:
@@ -558,12 +671,13 @@ def _one_request(url: str, text: str, out: list[tuple[bool, float, str]]) -> Non
 
 
 def test_live_server_rejects_requests_beyond_its_queue_fast(live: Live) -> None:
-    """64 simultaneous long texts against a queue of 8: the excess is refused at once."""
+    """64 simultaneous long texts (~0.7 MB, under --max-request-bytes) against a queue of 8:
+    the excess is refused at once."""
     from bertrt.serve.client import predict_url
 
     out: list[tuple[bool, float, str]] = []
     threads = [
-        threading.Thread(target=_one_request, args=(live.url, f"q{i} " * 60_000, out))
+        threading.Thread(target=_one_request, args=(live.url, f"q{i} " * 200_000, out))
         for i in range(64)
     ]
     for t in threads:
@@ -596,8 +710,13 @@ def test_sigterm_drains_and_exits_0(live: Live) -> None:
 def test_sigterm_answers_the_request_in_flight_then_exits_0(
     exported_run: RunDir, tmp_path: Path
 ) -> None:
-    """A request the server holds when SIGTERM comes is answered, not dropped."""
-    server = _start_server(exported_run, tmp_path / "serve.log", "--drain-s", "120")
+    """A request the server holds when SIGTERM comes is answered, not dropped.
+
+    The request is 64 MB of text, allowed by this server's --max-request-bytes:
+    decoding and cleaning it takes seconds whatever the tokenizer does.
+    """
+    server = _start_server(exported_run, tmp_path / "serve.log", "--drain-s", "120",
+                           "--max-request-bytes", str(1 << 27))  # fmt: skip
     try:
         out: list[tuple[bool, float, str]] = []
         slow = threading.Thread(target=_one_batch, args=(server.url, out))
@@ -620,7 +739,7 @@ def _one_batch(url: str, out: list[tuple[bool, float, str]]) -> None:
     with client(url, timeout_s=300) as conn:
         start = time.perf_counter()
         try:
-            conn.infer("bertrt", text_inputs({"text": [f"q{i} " * 250_000 for i in range(16)]}))
+            conn.infer("bertrt", text_inputs({"text": [f"q{i} " * 1_000_000 for i in range(16)]}))
             out.append((True, time.perf_counter() - start, ""))
         except InferenceServerException as err:
             out.append((False, time.perf_counter() - start, err.message() or ""))
@@ -684,6 +803,7 @@ def test_the_served_models_config_is_tritons_schema_with_the_run_settings(
         "model": "onnx-fp32",
         "threads": 1,
         "max_length": 32,
+        "max_request_bytes": 1 << 20,
     }
     model_py = (tmp_path / "repo" / "models" / "bertrt" / "1" / "model.py").read_text()
     assert "from bertrt.serve.backend import TritonPythonModel" in model_py
@@ -746,3 +866,116 @@ def test_a_triton_that_exits_before_ready_is_one_line_naming_why() -> None:
     with pytest.raises(BertrtError, match=r"stub failed to start: .*ModuleNotFoundError"):
         wait_ready(triton, _free_port(), timeout_s=60)
     assert triton.stop(5) == 1
+
+
+# -- flags, client, repository, clean-up --------------------------------------------------
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"instances": 0}, "--instances 0: must be at least 1"),
+        ({"max_queue_delay_us": -1}, "--max-queue-delay-us -1: must be at least 0"),
+        ({"max_batch": 0}, "--max-batch 0: must be at least 1"),
+        ({"max_queue_size": 0}, "--max-queue-size 0: must be at least 1"),
+        ({"max_request_bytes": 0}, "--max-request-bytes 0: must be at least 1"),
+        ({"drain_s": -5}, "--drain-s -5: must be at least 0"),
+        ({"host": "example.com"}, "--host 'example.com': give an IP address"),
+        ({"http_port": 70000}, "--http-port 70000: a port is 1 to 65535"),
+        ({"grpc_port": 8000}, "--grpc-port 8000: the same port as --http-port"),
+    ],
+)
+def test_serve_options_are_checked_in_one_line(change: dict[str, Any], message: str) -> None:
+    from bertrt.errors import ConfigError
+    from bertrt.serve.server import ServeOptions
+
+    with pytest.raises(ConfigError) as err:
+        ServeOptions(**change).check()
+    assert str(err.value).startswith(message)
+
+
+def _bertrt(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "bertrt", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str], command: str) -> str:
+    errors = [x for x in done.stderr.splitlines() if x.startswith(f"bertrt {command}: error")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return errors[0]
+
+
+def test_serve_with_a_bad_flag_exits_2_in_one_line(exported_run: RunDir) -> None:
+    done = _bertrt("serve", "--run-dir", str(exported_run.root), "--instances", "0")
+    assert done.returncode == 2
+    assert "--instances 0" in _one_error_line(done, "serve")
+
+
+def test_predict_url_to_a_closed_port_is_one_line_naming_it(exported_run: RunDir) -> None:
+    url = f"127.0.0.1:{_free_port()}"
+    done = _bertrt("predict", "--run-dir", str(exported_run.root), "--url", url, "--text", "Why?")
+    assert done.returncode == 1
+    line = _one_error_line(done, "predict")
+    assert url in line and "cannot reach" in line
+
+
+def test_predict_refuses_model_with_url(exported_run: RunDir) -> None:
+    done = _bertrt("predict", "--run-dir", str(exported_run.root), "--url", "127.0.0.1:8000",
+                   "--model", "onnx-fp32", "--text", "Why?")  # fmt: skip
+    assert done.returncode == 2
+    assert "--model" in _one_error_line(done, "predict")
+
+
+def test_triton_repo_never_deletes_a_directory_it_did_not_write(
+    exported_run: RunDir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from bertrt.errors import ConfigError
+    from bertrt.serve.repo import RepoOptions, write_repository
+
+    config = load_config(None, [])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="did not write"):
+        write_repository(config, exported_run, RepoOptions("onnx-fp32"), mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    monkeypatch.chdir(mine)
+    done = _bertrt("triton-repo", "--run-dir", str(exported_run.root), "--out", ".")
+    assert done.returncode == 2 and "did not write" in _one_error_line(done, "triton-repo")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    with pytest.raises(ConfigError, match="--max-batch 0"):
+        write_repository(
+            config, exported_run, RepoOptions("onnx-fp32", max_batch=0), tmp_path / "r"
+        )
+
+
+def test_triton_repo_is_readable_replaceable_and_says_how_to_serve_it(
+    exported_run: RunDir, tmp_path: Path
+) -> None:
+    pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from bertrt.serve.repo import RepoOptions, write_repository
+
+    config = load_config(None, [])
+    old = os.umask(0o022)
+    try:
+        out = write_repository(config, exported_run, RepoOptions("onnx-fp32"), tmp_path / "repo")
+        again = write_repository(config, exported_run, RepoOptions("onnx-fp32"), out)
+    finally:
+        os.umask(old)
+    assert again == out and (out / "classifier" / "1" / "model.onnx").is_file()
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert (out / "tokenizer" / "1" / "tokenizer.json").stat().st_mode & 0o777 == 0o644
+    text = (out / "README.md").read_text()
+    assert "docker run" in text and "tritonserver --model-repository=/models" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
+def test_only_new_empty_python_envs_are_removed(tmp_path: Path) -> None:
+    from bertrt.serve.preflight import python_envs, remove_new_python_envs
+
+    (tmp_path / "python_env_old").mkdir()
+    before = python_envs(tmp_path)
+    (tmp_path / "python_env_new").mkdir()
+    (tmp_path / "python_env_full").mkdir()
+    (tmp_path / "python_env_full" / "x").write_text("not ours")
+    assert remove_new_python_envs(before, tmp_path) == [tmp_path / "python_env_new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["python_env_full", "python_env_old"]

@@ -26,6 +26,8 @@ from bertrt.artifacts import RunDir
 from bertrt.serve.model import SETTINGS_PARAMETER, ServedModel, load_served
 from bertrt.serve.texts import TEXT_INPUTS, RequestError
 
+REFUSED_METRIC = "bertrt_request_refused"
+
 
 def settings(model_config: dict[str, Any]) -> dict[str, Any]:
     """The ``bertrt`` parameter of a model configuration (as Triton passes it, JSON)."""
@@ -36,12 +38,25 @@ class TritonPythonModel:
     """Triton's Python-backend interface around one :class:`ServedModel`."""
 
     served: ServedModel
+    refused_family: Any
+    refused: Any
 
     def initialize(self, args: dict[str, Any]) -> None:
         """Load and warm up the model: Triton marks it ready only once this returns."""
         given = settings(json.loads(args["model_config"]))
         self.served = load_served(
-            RunDir(given["run_dir"]), given["model"], int(given["threads"]), given["max_length"]
+            RunDir(given["run_dir"]), given["model"], int(given["threads"]), given["max_length"],
+            given.get("max_request_bytes"),
+        )  # fmt: skip
+        # The family must outlive its metric (Triton deletes the metric with it).
+        self.refused_family = pb_utils.MetricFamily(
+            name=REFUSED_METRIC,
+            description="requests refused as the client's mistake (answered 400 / "
+            "INVALID_ARGUMENT); Triton 2.51 counts them in nv_inference_request_success too",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.refused = self.refused_family.Metric(
+            labels={"model": args["model_name"], "version": args["model_version"]}
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -49,7 +64,11 @@ class TritonPythonModel:
         for request in requests:
             tensors = {n: pb_utils.get_input_tensor_by_name(request, n) for n in TEXT_INPUTS}
             inputs.append({n: t.as_numpy() for n, t in tensors.items() if t is not None})
-        return [_response(answer) for answer in self.served.answer(inputs)]
+        answers = self.served.answer(inputs)
+        refused = sum(isinstance(a, RequestError) for a in answers)
+        if refused:
+            self.refused.increment(refused)
+        return [_response(answer) for answer in answers]
 
     def finalize(self) -> None:
         self.served.deactivate()
@@ -57,5 +76,7 @@ class TritonPythonModel:
 
 def _response(answer: Any) -> Any:
     if isinstance(answer, RequestError):
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(answer)))
+        # INVALID_ARG: the client's mistake (HTTP 400, gRPC INVALID_ARGUMENT), not a server fault
+        error = pb_utils.TritonError(str(answer), pb_utils.TritonError.INVALID_ARG)
+        return pb_utils.InferenceResponse(error=error)
     return pb_utils.InferenceResponse([pb_utils.Tensor(k, v) for k, v in answer.items()])

@@ -123,9 +123,14 @@ def predict_url(
     """
     from tritonclient.utils import InferenceServerException
 
-    with client(url) as conn:
-        try:
+    try:
+        with client(url) as conn:
             result = conn.infer(MODEL_NAME, text_inputs(fields))
-        except InferenceServerException as err:
-            raise BertrtError(f"{url}: {server_error(err.message() or str(err))}") from None
+    except InferenceServerException as err:
+        raise BertrtError(f"{url}: {server_error(err.message() or str(err))}") from None
+    except OSError as err:  # refused, unknown host, timed out: one line, not gevent's traceback
+        why = err.strerror or str(err) or type(err).__name__
+        raise BertrtError(
+            f"--url {url}: cannot reach a server there ({why}); is `bertrt serve` running?"
+        ) from None
     return named_answers(result.as_numpy("label"), result.as_numpy("probabilities"), names, url)

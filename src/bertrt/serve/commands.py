@@ -28,6 +28,12 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument(
         "--model", default=None, help="registry name (default: trt-int8, else cpu, else onnx-cpu)"
     )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="IP address HTTP, gRPC and metrics bind (default: %(default)s, this machine "
+        "only; 0.0.0.0: every interface)",
+    )
     for flag, default in (("http-port", 8000), ("grpc-port", 8001), ("metrics-port", 8002)):
         p.add_argument(f"--{flag}", type=int, default=default)
     p.add_argument("--max-batch", type=int, default=32)
@@ -45,6 +51,18 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     )
     p.add_argument(
         "--drain-s", type=int, default=30, help="on SIGTERM, wait this long for in-flight requests"
+    )
+    p.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=1 << 20,
+        help="a request with more text (all rows) is refused with 400 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--open-admin-api",
+        action="store_true",
+        help="let any client use Triton's shared-memory, repository, logging and trace APIs "
+        "(default: refused)",
     )
     p.add_argument(
         "--stub-env",
@@ -87,6 +105,9 @@ def serve_command(args: argparse.Namespace, config: Config, run: RunDir) -> None
         max_queue_size=args.max_queue_size,
         stub_env=Path(args.stub_env) if args.stub_env else None,
         drain_s=args.drain_s,
+        host=args.host,
+        max_request_bytes=args.max_request_bytes,
+        open_admin=args.open_admin_api,
     )
     if serve(config, run, options) != 0:
         raise BertrtError("the server stopped on its own (Triton or a model stub died)")

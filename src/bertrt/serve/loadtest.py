@@ -61,6 +61,14 @@ def scrape(metrics_url: str) -> dict[str, float]:
     return out
 
 
+def scrape_counter(metrics_url: str, name: str) -> float:
+    """One counter of the served model (e.g. bertrt serve's ``bertrt_request_refused``)."""
+    with open_direct(metrics_url, 5) as answer:
+        text = answer.read().decode()
+    pattern = rf'^{re.escape(name)}\{{[^}}]*model="{MODEL_NAME}"[^}}]*\}} (\S+)$'
+    return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
+
+
 def _worker(url: str, texts: Sequence[str], budget: dict[str, Any], out: list[float]) -> None:
     with client(url) as conn:
         while True:

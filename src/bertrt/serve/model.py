@@ -112,7 +112,9 @@ class ServedModel:
         return out
 
 
-def load_served(run: RunDir, model: str, threads: int, max_length: int) -> ServedModel:
+def load_served(
+    run: RunDir, model: str, threads: int, max_length: int, max_request_bytes: int | None = None
+) -> ServedModel:
     """Registry model ``model`` of ``run`` as the server runs it: activated and warmed up.
 
     Always on dynamic shapes: a server sees every batch size and width, and a
@@ -121,7 +123,11 @@ def load_served(run: RunDir, model: str, threads: int, max_length: int) -> Serve
     """
     runner = runner_for_model(run, model, threads=threads, stage="serve", static_shapes=False)
     served = ServedModel(
-        runner, load_run_tokenizer(run), max_length, TextOptions.of(run), run_labels(run)
+        runner,
+        load_run_tokenizer(run),
+        max_length,
+        TextOptions.of(run, max_request_bytes),
+        run_labels(run),
     )
     served.activate()
     return served

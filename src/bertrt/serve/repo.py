@@ -18,12 +18,19 @@ emits exactly those. The number of classes and their names are the run's
 the postprocess model's labels.json lists them in class-id order. The
 repository is built in a temporary directory beside ``--out`` and renamed
 into place: a failed run leaves the previous repository or none.
+
+``--out`` must be new, empty, or a repository this command wrote before
+(it holds :data:`REPO_MARKER`); anything else is refused and nothing is
+deleted. The repository gets the umask's mode (a temporary directory is
+0700, which the container's non-root user could not read) and a README with
+the ``docker run`` line that serves it.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -52,6 +59,14 @@ class RepoOptions:
     max_batch: int = 32
     max_queue_delay_us: int = 2000
     instances: int = 1
+
+    def check(self) -> None:
+        """Each value in range, in one line naming the flag (exit 2)."""
+        for flag, value, least in (("--max-batch", self.max_batch, 1),
+                                   ("--instances", self.instances, 1),
+                                   ("--max-queue-delay-us", self.max_queue_delay_us, 0)):  # fmt: skip
+            if value < least:
+                raise ConfigError(f"triton-repo {flag} {value}: must be at least {least}")
 
 
 @dataclass(frozen=True)
@@ -290,15 +305,60 @@ def _tokenizer_files(config: Config, run: RunDir, tok: Path, inputs: list[str]) 
     (tok / "text_builder.py").write_text(text_builder_source())
 
 
+REPO_MARKER = ".bertrt-triton-repo"  # in every repository this command writes
+IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
+
+
+def check_out(out: Path) -> None:
+    """``out`` is new, empty, or a previous repository of this command; else refused."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"triton-repo --out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / REPO_MARKER).is_file():
+        raise ConfigError(
+            f"triton-repo --out {out}: a non-empty directory that bertrt triton-repo did not "
+            "write; give a new or empty directory (nothing was deleted)"
+        )
+
+
+def readme(options: RepoOptions) -> str:
+    """How to serve the repository: the exact ``docker run`` line."""
+    gpu = "--gpus all " if options.device == "gpu" else ""
+    return (
+        "# Triton model repository written by `bertrt triton-repo`\n\n"
+        f"Model `bertrt` (ensemble: tokenizer, classifier `{options.model}` on "
+        f"{options.device}, postprocess). Serve it from this directory with:\n\n"
+        f'    docker run --rm {gpu}-p 8000-8002:8000-8002 -v "$PWD":/models {IMAGE} \\\n'
+        '      bash -c "pip install -q tokenizers && tritonserver --model-repository=/models"\n\n'
+        "Then: `curl localhost:8000/v2/models/bertrt/ready`. Running `bertrt triton-repo` "
+        "again with this directory as --out replaces it whole.\n"
+    )
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
 def write_repository(config: Config, run: RunDir, options: RepoOptions, out: Path) -> Path:
-    """Build beside ``out``, then swap it in: ``out`` is the old repository or the new one."""
+    """Build beside ``out``, then swap it in: ``out`` is the old repository or the new one.
+
+    Only an empty directory or a previous repository (:func:`check_out`) is
+    ever replaced, so nothing else can be deleted.
+    """
+    options.check()
     out = out.resolve()
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
+        os.chmod(staging, _umask_mode())
         build_repository(config, run, options, staging)
+        (staging / "README.md").write_text(readme(options))
+        (staging / REPO_MARKER).write_text(json.dumps({"run": str(run.root.resolve())}) + "\n")
         old = out.with_name(f".{out.name}-old")
         if out.exists():
+            check_out(out)  # still empty or ours
             out.rename(old)
         staging.rename(out)
         shutil.rmtree(old, ignore_errors=True)

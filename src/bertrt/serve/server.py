@@ -35,6 +35,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -55,6 +56,14 @@ from bertrt.hardware import usable_cores
 from bertrt.runners.registry import tensorrt_unavailable
 from bertrt.serve.client import open_direct
 from bertrt.serve.model import SETTINGS_PARAMETER, load_served
+from bertrt.serve.preflight import (
+    check_at_least,
+    check_host,
+    check_ports,
+    check_ports_free,
+    python_envs,
+    remove_new_python_envs,
+)
 from bertrt.serve.stub_env import ensure_stub_env, path_line
 
 LOG = logging.getLogger(__name__)
@@ -72,9 +81,15 @@ from bertrt.serve.backend import TritonPythonModel  # noqa: E402,F401
 """
 
 
+ADMIN_APIS = "shared-memory,model-repository,logging,trace"  # what a client could change
+ADMIN_HEADER = "bertrt-admin"
+MAX_REQUEST_BYTES = 1 << 20  # default: the text of one request, all its rows together
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     model: str | None = None  # None: default_model(run)
+    host: str = "127.0.0.1"  # what HTTP, gRPC and metrics bind: this machine only by default
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
@@ -87,6 +102,23 @@ class ServeOptions:
     max_queue_size: int = 256  # beyond it requests are rejected at once, not queued
     stub_env: Path | None = None  # None: stub_env.ensure_stub_env()'s choice
     drain_s: int = DRAIN_SECONDS  # also how long a stop takes once a model stub is dead
+    max_request_bytes: int = MAX_REQUEST_BYTES  # a bigger request is refused (400), never run
+    open_admin: bool = False  # Triton's admin APIs (ADMIN_APIS) open to any client
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"--http-port": self.http_port, "--grpc-port": self.grpc_port,
+                "--metrics-port": self.metrics_port}  # fmt: skip
+
+    def check(self) -> None:
+        """Every value in range, in one line naming the flag (ConfigError: exit 2)."""
+        check_host(self.host)
+        check_ports(self.ports)
+        check_at_least({"--max-batch": self.max_batch, "--instances": self.instances,
+                        "--max-queue-size": self.max_queue_size,
+                        "--max-request-bytes": self.max_request_bytes}, 1)  # fmt: skip
+        check_at_least({"--max-queue-delay-us": self.max_queue_delay_us,
+                        "--drain-s": self.drain_s}, 0)  # fmt: skip
 
 
 def default_model(run: RunDir) -> str:
@@ -166,6 +198,7 @@ def model_config(
         "model": model,
         "threads": instance_threads(config, options.instances),
         "max_length": config.model.max_length,
+        "max_request_bytes": options.max_request_bytes,
     }
     out.parameters[SETTINGS_PARAMETER].string_value = json.dumps(settings)
     return out
@@ -184,18 +217,32 @@ def write_repository(root: Path, install: TritonInstall, model_cfg: Any) -> None
 
 
 def triton_command(root: Path, options: ServeOptions) -> list[str]:
+    """Triton's flags: the repository, the addresses, and the admin APIs restricted.
+
+    Restricted (``--http-restricted-api``/``--grpc-restricted-protocol``): a
+    client must send header ``bertrt-admin`` with a random key nobody is
+    told, so shared-memory registration, repository control, log and trace
+    settings are refused, unless ``--open-admin-api``.
+    """
     shm_prefix = f"bertrt{os.getpid()}-{os.urandom(4).hex()}-"  # one per server on this machine
-    return [
+    command = [
         "--model-repository", str(root / "models"),
         "--backend-directory", str(root / "backends"),
         "--backend-config", f"python,shm-region-prefix-name={shm_prefix}",
+        "--http-address", options.host,
         "--http-port", str(options.http_port),
+        "--grpc-address", options.host,
         "--grpc-port", str(options.grpc_port),
+        "--metrics-address", options.host,
         "--metrics-port", str(options.metrics_port),
         "--exit-timeout-secs", str(options.drain_s),
         "--strict-readiness", "true",
         "--disable-auto-complete-config",  # the config is complete; no extra stub at load
     ]  # fmt: skip
+    if not options.open_admin:
+        restricted = f"{ADMIN_APIS}:{ADMIN_HEADER}={os.urandom(16).hex()}"
+        command += ["--http-restricted-api", restricted, "--grpc-restricted-protocol", restricted]
+    return command
 
 
 def triton_env(install: TritonInstall, stub_python: Path) -> dict[str, str]:
@@ -233,11 +280,16 @@ def _parent_death_signal() -> Any:
     return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+STARTED = re.compile(r"Started (GRPCInferenceService|HTTPService|Metrics Service) at")
+SERVICES = {"GRPCInferenceService", "HTTPService", "Metrics Service"}
+
+
 class TritonProcess:
     """A running ``tritonserver``; its output goes to our stderr, its last lines kept for errors."""
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.started: set[str] = set()  # the services this Triton said it started
         self.process = subprocess.Popen(
             command,
             env=env,
@@ -255,12 +307,19 @@ class TritonProcess:
         for raw in stream:
             line = raw.decode("utf-8", errors="replace")
             self.tail.append(line.rstrip())
+            found = STARTED.search(line)
+            if found:
+                self.started.add(found.group(1))
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.write(line)
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def listening(self) -> bool:
+        """Whether this Triton itself started HTTP, gRPC and metrics (not another server)."""
+        return self.started >= SERVICES
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -285,9 +344,22 @@ class TritonProcess:
         return code
 
 
-def wait_ready(triton: TritonProcess, http_port: int, timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Until model ``bertrt`` is ready; Triton exiting or the timeout is one line naming why."""
-    url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL_NAME}/ready"
+def loopback(host: str) -> str:
+    """Where this machine reaches a server bound to ``host`` (a wildcard: loopback)."""
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def wait_ready(
+    triton: TritonProcess,
+    http_port: int,
+    timeout_s: float = READY_TIMEOUT_S,
+    host: str = "127.0.0.1",
+) -> None:
+    """Until model ``bertrt`` is ready on this Triton's own HTTP service (an answer from
+    another server on the port does not count); Triton exiting or the timeout is one line."""
+    url = f"http://{loopback(host)}:{http_port}/v2/models/{MODEL_NAME}/ready"
     deadline = time.monotonic() + timeout_s
     while True:
         if not triton.alive():
@@ -296,7 +368,7 @@ def wait_ready(triton: TritonProcess, http_port: int, timeout_s: float = READY_T
             )
         try:
             with open_direct(url, 2) as answer:
-                if answer.status == 200:
+                if answer.status == 200 and triton.listening():
                     return
         except OSError:
             pass
@@ -380,32 +452,45 @@ def _again(signum: int, frame: Any) -> None:
     raise SystemExit(f"bertrt serve: {signal.Signals(signum).name} again: stopped without draining")
 
 
-def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
-    """Serve until SIGTERM/SIGINT (exit 0) or until Triton or a model stub dies (exit 1)."""
+def _prepare(
+    config: Config, run: RunDir, options: ServeOptions
+) -> tuple[str, TritonInstall, Path, Any]:
+    """Everything checked before Triton starts: flags, ports, Triton, the stub's Python, and
+    the model (loaded and run once here, so a model that cannot run is one line)."""
+    options.check()
+    check_ports_free(options.host, options.ports)
     model = options.model or default_model(run)
     install = TritonInstall.find()
     stub_python = ensure_stub_env(options.stub_env) or Path(sys.prefix)
-    # Fail here, in one line, on a model that cannot run; the stubs load their own.
     threads = instance_threads(config, options.instances)
     load_served(run, model, threads, config.model.max_length).deactivate()
-    model_cfg = model_config(config, run, model, options, len(run_labels(run)))
+    return model, install, stub_python, model_config(config, run, model, options,
+                                                     len(run_labels(run)))  # fmt: skip
+
+
+def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0) or until Triton or a model stub dies (exit 1)."""
+    model, install, stub_python, model_cfg = _prepare(config, run, options)
     previous = {s: signal.signal(s, _on_signal) for s in STOP_SIGNALS}
     triton: TritonProcess | None = None
+    envs = python_envs()
     try:
         with tempfile.TemporaryDirectory(prefix="bertrt-serve-") as tmp:
             root = Path(tmp)
             try:
                 write_repository(root, install, model_cfg)
+                check_ports_free(options.host, options.ports)  # again: the model load took a while
                 LOG.info("%s: starting Triton (%d instance(s), stub Python %s)",
                          model, options.instances, stub_python)  # fmt: skip
                 triton = TritonProcess(
                     [str(install.binary), *triton_command(root, options)],
                     triton_env(install, stub_python),
                 )
-                wait_ready(triton, options.http_port)
+                wait_ready(triton, options.http_port, host=options.host)
                 LOG.info(
-                    "serving %s as model %r: http :%d, grpc :%d, metrics :%d",
-                    model, MODEL_NAME, options.http_port, options.grpc_port, options.metrics_port,
+                    "serving %s as model %r on %s: http :%d, grpc :%d, metrics :%d", model,
+                    MODEL_NAME, options.host, options.http_port, options.grpc_port,
+                    options.metrics_port,
                 )  # fmt: skip
                 return watch(triton, options.instances)
             except _Stopped as why:
@@ -418,6 +503,7 @@ def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 if triton is not None:
                     triton.stop(options.drain_s + 10)
+                remove_new_python_envs(envs)  # Triton leaves its own after a failed start
     except _Stopped:  # in the instant before the handlers above changed: Triton, if it
         return 0  # started, follows our exit (parent-death signal)
     finally:

@@ -31,13 +31,14 @@ class RequestError(ValueError):
 
 @dataclass(frozen=True)
 class TextOptions:
-    """How the run's data stage built texts (split.json ``text``)."""
+    """How the run's data stage built texts (split.json ``text``), and the server's size limit."""
 
     code_blocks: str = "keep"
+    max_request_bytes: int | None = None  # the text of one request, all rows; None: no limit
 
     @classmethod
-    def of(cls, run: RunDir) -> TextOptions:
-        return cls(str(read_split(run)["text"].get("code_blocks", "keep")))
+    def of(cls, run: RunDir, max_request_bytes: int | None = None) -> TextOptions:
+        return cls(str(read_split(run)["text"].get("code_blocks", "keep")), max_request_bytes)
 
 
 def load_run_tokenizer(run: RunDir) -> Any:
@@ -47,6 +48,27 @@ def load_run_tokenizer(run: RunDir) -> Any:
             f"{run.merged} has no tokenizer; run `bertrt train --run-dir {run.root}` first"
         )
     return load_tokenizer(run.merged)
+
+
+def request_bytes(request: Mapping[str, Any]) -> int:
+    """The bytes of text a request carries, every BYTES input and row together."""
+    total = 0
+    for name in TEXT_INPUTS:
+        if name in request:
+            array = np.asarray(request[name])
+            if array.dtype.kind in ("O", "S"):
+                total += sum(len(item) for item in array.reshape(-1))
+    return total
+
+
+def _check_size(request: Mapping[str, Any], limit: int | None) -> None:
+    """Refused before any decoding or tokenizing: a request's cost stays bounded."""
+    size = request_bytes(request) if limit is not None else 0
+    if limit is not None and size > limit:
+        raise RequestError(
+            f"request too large: {size} bytes of text, over this server's limit of {limit} "
+            "(bertrt serve --max-request-bytes); send fewer or shorter texts"
+        )
 
 
 def _strings(name: str, value: Any) -> list[str]:
@@ -67,7 +89,12 @@ def _strings(name: str, value: Any) -> list[str]:
 
 
 def build_texts(request: Mapping[str, Any], options: TextOptions) -> list[str]:
-    """The model texts of one request (``text``, or ``title``/``body``), checked."""
+    """The model texts of one request (``text``, or ``title``/``body``), checked.
+
+    All or nothing: one bad row (empty, not UTF-8) refuses the whole request,
+    naming the row; other requests of the same dynamic batch are answered.
+    """
+    _check_size(request, options.max_request_bytes)
     given = {name: _strings(name, request[name]) for name in TEXT_INPUTS if name in request}
     if not given:
         raise RequestError("missing input: send BYTES `text`, or `title` and/or `body`")
