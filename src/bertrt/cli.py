@@ -24,7 +24,7 @@ from bertrt.scoring import commands as scoring_commands
 from bertrt.serve import commands as serve_commands
 from bertrt.stages import StageResult
 
-ROW_READERS = ("data", "train", "export", "calibrate", "bench")
+ROW_READERS = ("data", "import", "train", "export", "calibrate", "bench")
 MOVED_CSV_HELP = "the same CSV, if it moved since `bertrt data` (same sha256)"
 
 # Flags that are shortcuts for a config value: (command, flag) -> (key, value of the flag).
@@ -37,6 +37,10 @@ OVERRIDES: dict[tuple[str, str], tuple[str, Callable[[Any], str]]] = {
     ("data", "text_column"): ("data.text_columns", json.dumps),
     ("data", "label_column"): ("data.label_column", json.dumps),
     ("data", "id_column"): ("data.id_column", json.dumps),
+    ("import", "task"): ("data.task", str),
+    ("import", "text_column"): ("data.text_columns", json.dumps),
+    ("import", "label_column"): ("data.label_column", json.dumps),
+    ("import", "id_column"): ("data.id_column", json.dumps),
     ("train", "preset"): ("train.preset", str),
     ("calibrate", "sweep"): ("calibration.sweep", lambda _: "true"),
     ("build-engine", "precision"): ("engines.precisions", str),
@@ -85,6 +89,40 @@ def _data_parser(sub: Any) -> None:
     p.add_argument("--id-column", default=None, help="generic file: an integer row id column")
 
 
+def _import_parser(sub: Any) -> None:
+    """`bertrt import`: a classifier trained elsewhere, and the file to split for it."""
+    p = sub.add_parser(
+        "import", help="start the pipeline from a fine-tuned classifier or a LoRA adapter"
+    )
+    _common(p)
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="SRC",
+        help="a directory save_pretrained wrote (*ForSequenceClassification + tokenizer), "
+        "a peft LoRA adapter directory, or a hub id",
+    )
+    p.add_argument("--revision", default=None, help="hub id: branch, tag or commit")
+    p.add_argument(
+        "--labels", default=None, help="comma list renaming the model's classes (e.g. LABEL_0...)"
+    )
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="accept pickle weights (pytorch_model.bin), which can run code when loaded",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="the Kaggle CSV, a labelled CSV/JSONL/Parquet (--label-column), or an "
+        "unlabelled one (--text-column only)",
+    )
+    p.add_argument("--task", choices=tuple(TASK_LABELS), default=None, help="Kaggle file's task")
+    p.add_argument("--text-column", action="append", default=None, help="(repeatable)")
+    p.add_argument("--label-column", default=None, help="omit for an unlabelled file")
+    p.add_argument("--id-column", default=None, help="an integer row id column")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertrt",
@@ -94,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _data_parser(sub)
-
+    _import_parser(sub)  # (no blank line: build_parser is at its length limit)
     p = sub.add_parser("train", help="LoRA fine-tune, pick the best epoch, merge adapters")
     _common(p)
     p.add_argument("--data", default=None, help=MOVED_CSV_HELP)
@@ -198,6 +236,16 @@ class StageCommand(NamedTuple):
 
 STAGES = {
     "data": StageCommand("bertrt.data.stage", _print),
+    "import": StageCommand(
+        "bertrt.trainer.importer",
+        _print,
+        lambda args: {
+            "model": args.model,
+            "revision": args.revision,
+            "labels": args.labels.split(",") if args.labels else None,
+            "trust_pickle": args.trust_pickle,
+        },
+    ),
     "train": StageCommand("bertrt.trainer.stage", _print),
     "export": StageCommand("bertrt.export.stage", _log),
     "calibrate": StageCommand("bertrt.calibration.stage", _log),
@@ -236,6 +284,12 @@ def _predict(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
         raise ConfigError("predict: give --text, --file PATH (- = stdin), or --title and/or --body")
     if args.url is not None:
         from bertrt.serve.client import predict_url, served_labels
+
+        if args.model is not None:
+            raise ConfigError(
+                "predict: --model picks a local model; with --url the server's model answers "
+                "(choose it with bertrt serve --model)"
+            )
 
         fields = {"text": [args.text]} if args.text is not None else {}
         fields.update({k: [v] for k, v in (("title", args.title), ("body", args.body)) if v})
