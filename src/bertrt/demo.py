@@ -36,8 +36,6 @@ from bertrt.data.text import clean_body, question_text
 from bertrt.errors import BertrtError, ConfigError, UnavailableError
 from bertrt.modeling import clip_text
 
-log = logging.getLogger(__name__)
-
 Fields = dict[str, str]  # a request: {"text": ...}, or {"title": ..., "body": ...}
 Answer = tuple[dict[str, float] | None, str]  # what the page shows: (class -> p, message)
 
@@ -255,6 +253,7 @@ def header_of(run: RunDir, backend: Backend, labels: Sequence[str] | None) -> st
 
 def serve_page(page: Page, run: RunDir, labels: Sequence[str] | None, options: DemoOptions) -> None:
     """Build the page and serve it until Ctrl-C or SIGTERM."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests
     examples, note = validation_examples(run, options.examples)
     blocks = build_page(page, header_of(run, page.backend, labels), examples, note)
     try:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +170,65 @@ def test_demo_turns_gradio_analytics_off_whatever_the_environment(tmp_path: Path
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "True"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+# -- the page over a running `bertrt serve` (--url) ---------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run: RunDir, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``bertrt serve`` of the tiny run's ONNX model on free loopback ports; its URL."""
+    pytest.importorskip("tritonclient.http")
+    from bertrt.errors import UnavailableError
+    from bertrt.export import stage as export_stage
+    from bertrt.serve.server import TritonInstall
+
+    try:
+        TritonInstall.find()
+    except UnavailableError as err:
+        pytest.skip(str(err))
+    export_stage.run(load_config(None, [f"model.max_length={MAX_LENGTH}"]), tiny_run)
+    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    cmd = [sys.executable, "-m", "bertrt", "serve", "--run-dir", str(tiny_run.root), "--model",
+           "onnx-fp32", "--set", f"model.max_length={MAX_LENGTH}", "--http-port", str(http),
+           "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--drain-s", "2"]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600  # the first start may build the stub's environment
+        while "serving onnx-fp32 as model" not in log.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"bertrt serve did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield f"127.0.0.1:{http}"
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def test_the_page_over_a_server_answers_what_the_run_model_answers(
+    tiny_run: RunDir, server: str
+) -> None:
+    """``--url``: the server names its model and max_length; its answers are the in-process
+    model's, and an empty question never reaches it."""
+    from bertrt.demo import remote_backend
+    from bertrt.runners.run_model import RunModel
+
+    config = load_config(overrides=[f"model.max_length={MAX_LENGTH}"])
+    remote = remote_backend(config, tiny_run, server)
+    assert remote.description == f"`onnx-fp32` served at {server}"
+    assert remote.max_length == MAX_LENGTH and remote.names == ("open", "closed")
+    question = "Which sql book do you recommend?"
+    shown, message = Page(remote).answer(question, "", "")
+    with RunModel.open(config, tiny_run, "onnx-fp32") as model:
+        expected = model.probabilities([model.text_of(text=question)])[0]
+    assert shown is not None and f"`onnx-fp32` served at {server}" in message
+    np.testing.assert_allclose(list(shown.values()), expected, atol=1e-5)
+    assert Page(remote).answer(" ", "", "") == (None, EMPTY)
+    _, long_message = Page(remote).answer("why does my code crash " * 20, "", "")
+    assert "it was truncated" in long_message
