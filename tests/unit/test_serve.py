@@ -979,3 +979,34 @@ def test_only_new_empty_python_envs_are_removed(tmp_path: Path) -> None:
     (tmp_path / "python_env_full" / "x").write_text("not ours")
     assert remove_new_python_envs(before, tmp_path) == [tmp_path / "python_env_new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["python_env_full", "python_env_old"]
+
+
+def test_a_port_taken_while_triton_starts_fails_in_one_line_and_leaves_no_python_env(
+    exported_run: RunDir, tmp_path: Path
+) -> None:
+    """The port is free at the check, taken before Triton binds it (while it loads the model):
+    Triton's own line names it, exit 1, and its /tmp/python_env_* directory is gone."""
+    _need_triton()
+    from bertrt.serve.preflight import python_envs
+
+    before = python_envs()
+    http, log = _free_port(), tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "bertrt", "serve", "--run-dir", str(exported_run.root),
+           "--set", "model.max_length=32", "--model", "onnx-fp32", "--http-port", str(http),
+           "--grpc-port", str(_free_port()), "--metrics-port", str(_free_port())]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    with socket.socket() as holder:
+        deadline = time.monotonic() + 300
+        while "starting Triton" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.02)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", http))
+        holder.listen()
+        assert process.wait(timeout=300) == 1
+    text = log.read_text()
+    errors = [x for x in text.splitlines() if x.startswith("bertrt serve: error")]
+    assert len(errors) == 1 and f"127.0.0.1:{http}' already in use" in errors[0], text[-2000:]
+    assert "serving onnx-fp32" not in text
+    assert python_envs() <= before, "Triton's /tmp/python_env_* left behind"

@@ -503,9 +503,9 @@ def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 if triton is not None:
                     triton.stop(options.drain_s + 10)
-                remove_new_python_envs(envs)  # Triton leaves its own after a failed start
     except _Stopped:  # in the instant before the handlers above changed: Triton, if it
         return 0  # started, follows our exit (parent-death signal)
     finally:
+        remove_new_python_envs(envs)  # Triton leaves its own after a failed start
         for sig, handler in previous.items():
             signal.signal(sig, handler)
