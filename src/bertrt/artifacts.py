@@ -50,11 +50,16 @@ TRACKED_PACKAGES = (
 STAGE_COMMANDS = {
     "data": "bertrt data --data CSV",
     "train": "bertrt train",
+    "import": "bertrt import --model SRC --data FILE",
     "export": "bertrt export",
     "calibrate": "bertrt calibrate",
     "build-engine": "bertrt build-engine",
     "bench": "bertrt bench",
 }
+# Stages that may write what another stage's consumers require instead of it:
+# merged/ comes from `bertrt train` or `bertrt import` (a model trained elsewhere).
+# The one whose record is newest among those listing the artifact is its producer.
+PRODUCER_ALTERNATIVES = {"train": ("import",)}
 
 
 class RunDir:
@@ -169,6 +174,7 @@ class RunDir:
         files it read, otherwise its outputs are stale even if untouched.
         """
         manifest = self.read_manifest()["stages"]
+        producer = self._current_producer(manifest, producer, paths)
         command = STAGE_COMMANDS.get(producer, f"bertrt {producer}")
         for path in paths:
             if not path.exists():
@@ -202,6 +208,19 @@ class RunDir:
                     f"{stage}: {rel}, which `{command}` was built from, has changed or gone "
                     f"(after `{up_cmd}` ran again?); rerun `{command} --run-dir {self.root}`"
                 )
+
+    def _current_producer(self, manifest: dict[str, Any], producer: str, paths: list[Path]) -> str:
+        """``producer``, or the alternative (:data:`PRODUCER_ALTERNATIVES`) that last wrote ``paths``."""
+        alternatives = PRODUCER_ALTERNATIVES.get(producer, ())
+        rels = [self.rel(p) for p in paths]
+        writers = [
+            name
+            for name in (producer, *alternatives)
+            if name in manifest and all(r in manifest[name].get("outputs", {}) for r in rels)
+        ]
+        if not writers:
+            return producer
+        return max(writers, key=lambda name: str(manifest[name].get("finished", "")))
 
     def record(
         self,

@@ -213,6 +213,10 @@ class Config:
     # fp32 and still count: calibration chooses its INT8 and CPU models within
     # it (on validation rows), the bench its best backend (on test rows).
     accuracy_budget: float = 0.5
+    # A run without labels (`bertrt import` of an unlabelled file) has no accuracy:
+    # a faster model counts when its argmax agrees with fp32 on at least this share
+    # of the rows (calibration: validation; bench: test).
+    min_agreement: float = 0.99
     # Intra-op threads of every CPU runner whose speed is measured or served
     # (bench, calibration's CPU-model timing, evaluate/predict); None = the
     # cores this process may use. Scoring-only sessions use all usable cores.

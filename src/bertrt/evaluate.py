@@ -16,7 +16,9 @@ from typing import Any
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.data import load_examples
+from bertrt.data.labels import run_is_labelled
 from bertrt.data.text import require_text
+from bertrt.errors import ConfigError
 from bertrt.metrics import classification_metrics, named_probabilities
 from bertrt.runners.run_model import RunModel
 
@@ -27,8 +29,16 @@ def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str)
     """Every figure of :func:`bertrt.metrics.classification_metrics` on one CSV, by class name.
 
     The class names are the run's (split.json), so a file is scored against
-    the classes the model was trained on, whatever their number.
+    the classes the model was trained on, whatever their number. A run
+    without labels (`bertrt import` of an unlabelled file) has nothing to score
+    against: refused in one line, before any model is loaded.
     """
+    if not run_is_labelled(run):
+        raise ConfigError(
+            f"evaluate: {run.split} records an unlabelled file (text columns only), so there "
+            "is no accuracy to compute; `bertrt bench` reports each model's agreement with "
+            "PyTorch fp32 instead, `bertrt predict` scores single texts"
+        )
     scorer = RunModel.open(config, run, model)
     frame, skipped = load_examples(
         csv_path, run, config.data.bad_rows, config.data.max_bad_fraction

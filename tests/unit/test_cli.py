@@ -12,13 +12,29 @@ from bertrt.cli import STAGES as STAGE_COMMANDS
 from bertrt.cli import build_parser, config_overrides, main
 from bertrt.runners.registry import MODEL_NAMES
 
-STAGES = ("data", "train", "export", "calibrate", "build-engine", "bench", "evaluate", "predict")
+STAGES = (
+    "data",
+    "import",
+    "train",
+    "export",
+    "calibrate",
+    "build-engine",
+    "bench",
+    "evaluate",
+    "predict",
+)
+# Options a command cannot parse without.
+REQUIRED = {
+    "data": ["--data", "x.csv"],
+    "evaluate": ["--data", "x.csv"],
+    "import": ["--model", "m", "--data", "x.csv"],
+}
 
 
 def test_every_stage_is_a_subcommand() -> None:
     parser = build_parser()
     for stage in STAGES:
-        extra = ["--data", "x.csv"] if stage in ("data", "evaluate") else []
+        extra = REQUIRED.get(stage, [])
         args = parser.parse_args([stage, "--run-dir", "r", "--set", "seed=1", *extra])
         assert args.command == stage and args.run_dir == "r" and args.overrides == ["seed=1"]
 

@@ -10,7 +10,8 @@ classes (:mod:`bertrt.metrics`). Each runner is also compared with the
 reference (torch fp32): the share of rows where both predict the same class
 (agreement) and the largest absolute logit difference. Reduced precision
 that moves accuracy by chance in either direction shows up in agreement,
-not in accuracy.
+not in accuracy. A run without labels (`bertrt import` of an unlabelled
+file) gets agreement and max |Δlogit| only: the label figures are None.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ REFERENCE = "torch/fp32"
 def build_eval_set(
     tokenizer: Any,
     texts: Sequence[str],
-    labels: Sequence[int],
+    labels: Sequence[int] | None,
     batch_size: int,
     max_length: int,
 ) -> TokenizedRows:
@@ -42,13 +43,28 @@ def predict(runner: Runner, data: TokenizedRows, progress: bool = True) -> np.nd
     return predict_logits(runner, data, progress=progress, desc=f"accuracy {runner.label}")
 
 
+# The label figures of a run without labels: each is None.
+LABEL_FIGURES = (
+    "accuracy",
+    "f1",
+    "closed_precision",
+    "closed_recall",
+    "macro_f1",
+    "log_loss",
+    "positive_class",
+)
+
+
 def score(
     logits: np.ndarray,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     reference: np.ndarray | None,
     label_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Figures against labels; agreement and max |logit diff| against the reference."""
+    """Figures against labels (None: none); agreement and max |logit diff| against the reference."""
+    if labels is None:
+        out: dict[str, Any] = {"n": len(logits), **dict.fromkeys(LABEL_FIGURES), "per_class": []}
+        return {**out, **_against(logits, reference)}
     metrics = classification_metrics(logits, labels, label_names)
     out = {
         "n": metrics["n"],
@@ -61,13 +77,17 @@ def score(
         "positive_class": metrics["positive_class"],
         "per_class": metrics["per_class"],
     }
-    if reference is not None:
-        out["agreement"] = float((logits.argmax(-1) == reference.argmax(-1)).mean())
-        out["max_abs_diff"] = float(np.abs(logits.astype(np.float64) - reference).max())
-    else:
-        out["agreement"] = None
-        out["max_abs_diff"] = None
-    return out
+    return {**out, **_against(logits, reference)}
+
+
+def _against(logits: np.ndarray, reference: np.ndarray | None) -> dict[str, float | None]:
+    """Argmax agreement and the largest absolute logit difference with the reference."""
+    if reference is None:
+        return {"agreement": None, "max_abs_diff": None}
+    return {
+        "agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
+        "max_abs_diff": float(np.abs(logits.astype(np.float64) - reference).max()),
+    }
 
 
 def is_reference(label: str) -> bool:

@@ -78,14 +78,31 @@ def add_speedups(latency: list[LatencyRow]) -> None:
 
 
 def _reference_accuracy(accuracy: list[AccuracyRow]) -> float | None:
-    return next((float(r.accuracy) for r in accuracy if _is_torch_fp32(r)), None)
+    return next(
+        (float(r.accuracy) for r in accuracy if _is_torch_fp32(r) and r.accuracy is not None),
+        None,
+    )
 
 
-def within_budget(accuracy: list[AccuracyRow], budget_points: float) -> set[str]:
+def unlabelled(accuracy: list[AccuracyRow]) -> bool:
+    """The run's data has no labels: rows carry agreement with fp32, no accuracy."""
+    return bool(accuracy) and all(r.accuracy is None for r in accuracy)
+
+
+def within_budget(
+    accuracy: list[AccuracyRow], budget_points: float, min_agreement: float = 0.99
+) -> set[str]:
+    """Backends within the accuracy budget; without labels, agreeing with fp32 enough."""
+    if unlabelled(accuracy):
+        return {r.backend for r in accuracy if (r.agreement or 0.0) >= min_agreement - 1e-12}
     ref = _reference_accuracy(accuracy)
     if ref is None:
         return {r.backend for r in accuracy}
-    return {r.backend for r in accuracy if (ref - r.accuracy) * 100 <= budget_points + 1e-9}
+    return {
+        r.backend
+        for r in accuracy
+        if r.accuracy is not None and (ref - r.accuracy) * 100 <= budget_points + 1e-9
+    }
 
 
 def target_shape(latency: list[LatencyRow]) -> tuple[int, int, int] | None:
@@ -105,14 +122,17 @@ def _fastest(
 
 
 def choose_best(
-    latency: list[LatencyRow], accuracy: list[AccuracyRow], budget_points: float
+    latency: list[LatencyRow],
+    accuracy: list[AccuracyRow],
+    budget_points: float,
+    min_agreement: float = 0.99,
 ) -> str | None:
     """The backend with the most samples/s at the largest batch, within the accuracy budget."""
     shape = target_shape(latency)
     if shape is None:
         return None
     _, big, seq = shape
-    ok = within_budget(accuracy, budget_points)
+    ok = within_budget(accuracy, budget_points, min_agreement)
     rows = [r for r in latency if r.batch == big and r.seq == seq and r.backend in ok]
     return max(rows, key=lambda r: r.samples_per_s).backend if rows else None
 
@@ -132,14 +152,16 @@ def _speed_target(
     )
 
 
-def summary_targets(results: BenchResults, budget_points: float) -> list[Target]:
+def summary_targets(
+    results: BenchResults, budget_points: float, min_agreement: float = 0.99
+) -> list[Target]:
     """The issue's CPU goals, each with the measured value (met or not)."""
     latency, accuracy = results.latency, results.accuracy
     shape = target_shape(latency)
     if shape is None:
         return []
     small, big, seq = shape
-    ok = within_budget(accuracy, budget_points)
+    ok = within_budget(accuracy, budget_points, min_agreement)
     ort = {r.backend for r in latency if r.framework == "onnxruntime" and r.device == "cpu"}
     torch_cpu = {r.backend for r in latency if r.framework == "torch" and r.device == "cpu"}
     fp32 = _fastest(latency, {"torch/fp32/cpu"}, small, seq)
@@ -157,7 +179,11 @@ def summary_targets(results: BenchResults, budget_points: float) -> list[Target]
     if results.cpu_model:
         best.add(results.cpu_model)
         out += _cpu_model_targets(results, small, big, seq)
-    return out + _accuracy_targets(accuracy, best, budget_points) + _e2e_targets(results.e2e)
+    if unlabelled(accuracy):
+        out += _agreement_targets(accuracy, best, min_agreement)
+    else:
+        out += _accuracy_targets(accuracy, best, budget_points)
+    return out + _e2e_targets(results.e2e)
 
 
 # The run's `cpu` model against what a user would pick instead: (peer label, batch
@@ -188,12 +214,32 @@ def _cpu_model_targets(results: BenchResults, small: int, big: int, seq: int) ->
     return out
 
 
+def _agreement_targets(
+    accuracy: list[AccuracyRow], best: set[str], min_agreement: float
+) -> list[Target]:
+    """Without labels: each chosen backend's argmax agreement with torch fp32."""
+    out = []
+    for backend in sorted(best):
+        row = next((r for r in accuracy if r.backend == backend), None)
+        if row and row.agreement is not None:
+            out.append(
+                Target(
+                    f"agreement of {backend} with torch fp32 (no labels: no accuracy)",
+                    row.agreement,
+                    f">= {min_agreement}",
+                    row.agreement >= min_agreement - 1e-12,
+                    f"on {row.n} test rows; max |logit diff| {row.max_abs_diff:.3g}",
+                )
+            )
+    return out
+
+
 def _accuracy_targets(accuracy: list[AccuracyRow], best: set[str], budget: float) -> list[Target]:
     ref = _reference_accuracy(accuracy)
     out = []
     for backend in best:
         row = next((r for r in accuracy if r.backend == backend), None)
-        if row and ref is not None:
+        if row and ref is not None and row.accuracy is not None:
             drop = (ref - row.accuracy) * 100
             out.append(
                 Target(
@@ -429,7 +475,17 @@ def _accuracy(accuracy: list[AccuracyRow], reference: str) -> list[str]:
         for r in accuracy
     ]
     lines = ["", "## Accuracy on the test split", "", *_table(header, rows)]
+    if unlabelled(accuracy):
+        lines[3:3] = [NO_LABELS, ""]
     return lines + (_per_class_f1(accuracy) if multiclass else [])
+
+
+NO_LABELS = (
+    "The run's data has no labels (`bertrt import` of an unlabelled file): accuracy, F1 "
+    "and log loss are skipped; agreement with PyTorch fp32 and the largest logit "
+    "difference are the figures, and the best backend is the fastest agreeing on at "
+    "least `min_agreement` of the rows."
+)
 
 
 def _per_class_f1(accuracy: list[AccuracyRow]) -> list[str]:

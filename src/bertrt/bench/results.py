@@ -72,10 +72,11 @@ class AccuracyRow(Backend):
     """
 
     n: int
-    accuracy: float
-    f1: float
-    closed_precision: float
-    closed_recall: float
+    # None: the run's data has no labels (`bertrt import`); agreement is the figure.
+    accuracy: float | None
+    f1: float | None
+    closed_precision: float | None
+    closed_recall: float | None
     # None when there was no reference to compare with.
     agreement: float | None
     max_abs_diff: float | None

@@ -140,7 +140,7 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
     )
     results.cpu_model, precision = _cpu_model(run, config.threads)
     results.roofline = _roofline(run, results, precision)
-    results.targets = summary_targets(results, config.accuracy_budget)
+    results.targets = summary_targets(results, config.accuracy_budget, config.min_agreement)
     return results, list(runners), {p for c in ran for p in c.inputs if p.exists()}
 
 
@@ -281,8 +281,7 @@ def _score(
     names: Sequence[str],
 ) -> list[AccuracyRow]:
     """Each runner against the labels (named ``names``) and the reference's logits."""
-    reference, labels = logits.get(_reference_label()), eval_set.labels
-    assert labels is not None, "the eval set is built with the test split's labels"
+    reference, labels = logits.get(_reference_label()), eval_set.labels  # None: unlabelled run
     return [
         AccuracyRow.from_score(runners[label], acc.score(out, labels, reference, names))
         for label, out in logits.items()
@@ -390,11 +389,13 @@ def _eval_set(config: Config, run: RunDir, test: pd.DataFrame) -> tuple[Any, Tok
     cfg = config.bench
     if cfg.accuracy_rows is not None:
         test = test.head(cfg.accuracy_rows)
+    from bertrt.data.labels import run_is_labelled
+
     tokenizer = load_tokenizer(run.merged)
     eval_set = acc.build_eval_set(
         tokenizer,
         test["text"].tolist(),
-        test["label"].tolist(),
+        test["label"].tolist() if run_is_labelled(run) else None,
         cfg.accuracy_batch_size,
         config.model.max_length,
     )
@@ -459,7 +460,7 @@ def _e2e(
     test: pd.DataFrame,
 ) -> E2eSummary:
     cfg = config.bench
-    best = choose_best(latency, accuracy, config.accuracy_budget)
+    best = choose_best(latency, accuracy, config.accuracy_budget, config.min_agreement)
     labels = [
         label
         for label in runners

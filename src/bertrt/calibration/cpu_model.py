@@ -28,6 +28,10 @@ Each is scored on validation accuracy and timed at seq = max_length on this
 machine; the fastest within the budget wins (score: geometric mean of
 batch-1 latency and batch-32 per-row latency). Which one that is depends on
 the CPU, so the choice is recorded with the CPU's name and ISA flags.
+
+A run without labels (`bertrt import` with an unlabelled file) has no
+accuracy to budget: its candidates qualify by argmax agreement with fp32 on
+the validation rows instead (:class:`ChoiceRule`); cpu.json says which rule chose.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -78,14 +82,45 @@ class CandidateSpec:
         return OrtRunner(self.path, threads=threads, variant=self.name)
 
 
+@dataclass(frozen=True)
+class ChoiceRule:
+    """Which candidates qualify: within the accuracy budget, or (no labels) agreeing with fp32."""
+
+    name: Literal["accuracy", "agreement"]
+    budget: float = 0.5  # accuracy points: drop + one standard error (rule "accuracy")
+    min_agreement: float = 0.99  # argmax agreement with fp32 (rule "agreement")
+
+    def admits(self, cand: CpuCandidate) -> bool:
+        if self.name == "agreement":
+            return cand.agreement >= self.min_agreement
+        assert cand.drop is not None and cand.drop_se is not None, "scored against labels"
+        return cand.drop + cand.drop_se <= self.budget
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.name == "agreement":
+            return {
+                "name": "agreement",
+                "min_agreement": self.min_agreement,
+                "why": "the run's data has no labels: candidates qualify by argmax agreement "
+                "with fp32 on the validation rows (calibration.min_agreement)",
+            }
+        return {
+            "name": "accuracy",
+            "budget_points": self.budget,
+            "why": "validation accuracy drop vs fp32, plus one standard error, within "
+            "accuracy_budget",
+        }
+
+
 @dataclass
 class CpuCandidate:
     name: str
     source: str
     runtime: str = "onnxruntime"
-    val_accuracy: float = 0.0
-    drop: float = 0.0
-    drop_se: float = 0.0
+    val_accuracy: float | None = 0.0  # None: the validation rows have no labels
+    drop: float | None = 0.0
+    drop_se: float | None = 0.0
+    agreement: float = 0.0  # argmax agreement with fp32 on the validation rows (0..1)
     latency_ms_b1: float = 0.0
     latency_ms_b32: float = 0.0
     score_ms: float = 0.0
@@ -211,7 +246,7 @@ def choose_cpu_model(
     candidates: Sequence[CandidateSpec],
     data: TokenizedRows,
     fp32_logits: np.ndarray,
-    budget: float,
+    budget: float | ChoiceRule,
     timing_batches: Sequence[Batch],
     rounds: int = 3,
     threads: int | None = None,
@@ -227,7 +262,8 @@ def choose_cpu_model(
     one's best median: a burst of load from other processes then slows one
     round, not one candidate.
     """
-    results = [(_build_and_score(spec, data, fp32_logits, budget), spec) for spec in candidates]
+    rule = budget if isinstance(budget, ChoiceRule) else ChoiceRule("accuracy", budget)
+    results = [(_build_and_score(spec, data, fp32_logits, rule), spec) for spec in candidates]
     _time(results, timing_batches, rounds, threads)
     return [cand for cand, _ in results]
 
@@ -240,14 +276,22 @@ def pick(candidates: Sequence[CpuCandidate], runtime: str | None = None) -> CpuC
         raise ConfigError(f"calibrate: no CPU candidate runs on {runtime}")
     eligible = [c for c in pool if c.within_budget]
     if eligible:
-        return min(eligible, key=lambda c: (c.score_ms, -c.val_accuracy))
-    return max(pool, key=lambda c: c.val_accuracy)
+        return min(eligible, key=lambda c: (c.score_ms, -_quality(c)))
+    return max(pool, key=_quality)
+
+
+def _quality(cand: CpuCandidate) -> float:
+    """Validation accuracy where there are labels, else agreement with fp32 (percent)."""
+    return cand.val_accuracy if cand.val_accuracy is not None else 100.0 * cand.agreement
 
 
 def _build_and_score(
-    spec: CandidateSpec, data: TokenizedRows, fp32_logits: np.ndarray, budget: float
+    spec: CandidateSpec, data: TokenizedRows, fp32_logits: np.ndarray, rule: ChoiceRule
 ) -> CpuCandidate:
-    """Build one candidate and score its validation drop against fp32, row by row."""
+    """Build one candidate and score it against fp32 on the validation rows, row by row.
+
+    ``data.labels`` None (no labels): agreement with fp32 only.
+    """
     start = time.perf_counter()
     built = spec.build() if spec.build is not None else None
     cand = CpuCandidate(
@@ -257,12 +301,16 @@ def _build_and_score(
         cand.graph = asdict(built)
     with spec.runner(None) as runner:
         out = predict_logits(runner, data)
-    cand.val_accuracy = accuracy_of(out, data)
-    fp32_correct = (fp32_logits.argmax(axis=1) == data.labels).astype(np.float64)
-    diff = fp32_correct - (out.argmax(axis=1) == data.labels)
-    cand.drop = round(100.0 * float(diff.mean()), 3)
-    cand.drop_se = round(100.0 * float(diff.std(ddof=1) / np.sqrt(len(diff))), 3)
-    cand.within_budget = cand.drop + cand.drop_se <= budget
+    cand.agreement = round(float(np.mean(out.argmax(axis=1) == fp32_logits.argmax(axis=1))), 5)
+    if data.labels is None:
+        cand.val_accuracy = cand.drop = cand.drop_se = None
+    else:
+        cand.val_accuracy = accuracy_of(out, data)
+        fp32_correct = (fp32_logits.argmax(axis=1) == data.labels).astype(np.float64)
+        diff = fp32_correct - (out.argmax(axis=1) == data.labels)
+        cand.drop = round(100.0 * float(diff.mean()), 3)
+        cand.drop_se = round(100.0 * float(diff.std(ddof=1) / np.sqrt(len(diff))), 3)
+    cand.within_budget = rule.admits(cand)
     return cand
 
 
@@ -287,9 +335,10 @@ def _time(
         cand.latency_ms_b32 = round(best_b32[cand.name], 3)
         cand.score_ms = round(float(np.sqrt(cand.latency_ms_b1 * cand.latency_ms_b32 / 32)), 3)
         log.info(
-            "cpu candidate %s: val %.2f%%, b1 %.1f ms, b32 %.1f ms",
+            "cpu candidate %s: val %s, agreement with fp32 %.4f, b1 %.1f ms, b32 %.1f ms",
             cand.name,
-            cand.val_accuracy,
+            "no labels" if cand.val_accuracy is None else f"{cand.val_accuracy:.2f}%",
+            cand.agreement,
             cand.latency_ms_b1,
             cand.latency_ms_b32,
         )
@@ -306,8 +355,10 @@ REGISTRY_NAMES = {
 STATIC_SHAPES = {"openvino-qdq-static"}
 
 
-def cpu_choice_document(candidates: Sequence[CpuCandidate], threads: int | None) -> dict[str, Any]:
-    """cpu.json: the run's `cpu` model, and the CPU and ISA it was chosen on.
+def cpu_choice_document(
+    candidates: Sequence[CpuCandidate], threads: int | None, rule: ChoiceRule | None = None
+) -> dict[str, Any]:
+    """cpu.json: the run's `cpu` model, the rule that chose it, and the CPU and ISA.
 
     The fastest runtime differs between CPUs (OpenVINO's bf16 kernels win on
     AMX, ONNX Runtime's int8 graph on an AVX-512 EPYC), so a run moved to a
@@ -321,6 +372,7 @@ def cpu_choice_document(candidates: Sequence[CpuCandidate], threads: int | None)
         "candidate": best.name,
         "runtime": best.runtime,
         "static_shapes": best.name in STATIC_SHAPES,
+        **({"rule": rule.to_dict()} if rule is not None else {}),
         "cpu": cpu_model(),
         "isa_flags": cpu_flags(),
         "threads": threads or usable_cores(),
@@ -330,6 +382,7 @@ def cpu_choice_document(candidates: Sequence[CpuCandidate], threads: int | None)
                 "runtime": c.runtime,
                 "within_budget": c.within_budget,
                 "val_accuracy": c.val_accuracy,
+                "agreement": c.agreement,
                 "latency_ms_b1": c.latency_ms_b1,
                 "latency_ms_b32": c.latency_ms_b32,
             }

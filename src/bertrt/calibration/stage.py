@@ -1,7 +1,7 @@
 """`bertrt calibrate`: INT8 Q/DQ model (TensorRT's input) and the CPU deployment model.
 
 Calibrates on real training rows, chooses on validation accuracy (never
-test), checks the Q/DQ graph for TensorRT, and writes onnx/model.int8.onnx,
+test; a run without labels: on argmax agreement with fp32), checks the Q/DQ graph for TensorRT, and writes onnx/model.int8.onnx,
 onnx/model.cpu.onnx and calibration/report.json (every candidate's figures).
 Everything is built in the stage's staging directory and moved into place at the end.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 from bertrt.artifacts import RunDir, write_json
 from bertrt.calibration.cpu_model import (
     CandidateInputs,
+    ChoiceRule,
     CpuCandidate,
     build_candidates,
     choose_cpu_model,
@@ -45,6 +46,7 @@ from bertrt.calibration.sweep import (
 )
 from bertrt.config import CalibrationConfig, Config
 from bertrt.data import load_split
+from bertrt.data.labels import run_is_labelled
 from bertrt.hardware import usable_cores
 from bertrt.modeling import encode, load_onnx, load_tokenizer, onnx_input_names
 from bertrt.runners.predict import TokenizedRows
@@ -64,6 +66,8 @@ def run(config: Config, rundir: RunDir) -> StageResult:
         prepared = out.scratch / "prepared.onnx"
         prepare_model(fp32, prepared)
         fp32_out = logits(fp32, rows.data)
+        if not rows.labelled:  # INT8 candidates are scored by agreement with fp32's argmax
+            rows.data = replace(rows.data, labels=fp32_out.argmax(axis=1))
         fp32_acc = accuracy_of(fp32_out, rows.data)
         int8 = _choose_int8(config, fp32, prepared, rows, fp32_acc, out.scratch)
         int8.report["tensorrt_check"] = check_trt_ready(
@@ -73,10 +77,11 @@ def run(config: Config, rundir: RunDir) -> StageResult:
         best_cpu = cpu.best
         out.report = {
             **_report_header(config, rows),
-            "fp32_val_accuracy": fp32_acc,
-            "int8": int8.report,
+            "fp32_val_accuracy": fp32_acc if rows.labelled else None,
+            "int8": int8.report if rows.labelled else _agreement_keys(int8.report),
             "cpu": {
                 "chosen": best_cpu.name,
+                "rule": cpu.rule.to_dict(),
                 "onnxruntime_chosen": cpu.best_ort.name,
                 "timing": f"ms at seq {config.model.max_length}, batch 1 and 32, "
                 f"{config.threads or usable_cores()} threads: "
@@ -86,10 +91,10 @@ def run(config: Config, rundir: RunDir) -> StageResult:
         }
         _publish(out, int8, cpu, config.threads)
         out.facts = _facts(out.report, best_cpu)
-        out.summary = (
-            f"calibrate: int8 {int8.scored.name} val {int8.scored.val_accuracy:.2f}% "
-            f"(fp32 {fp32_acc:.2f}%); cpu model {best_cpu.name}"
-        )
+        scored = f"val {int8.scored.val_accuracy:.2f}% (fp32 {fp32_acc:.2f}%)"
+        if not rows.labelled:
+            scored = f"agreement with fp32 {int8.scored.val_accuracy:.2f}% (no labels)"
+        out.summary = f"calibrate: int8 {int8.scored.name} {scored}; cpu model {best_cpu.name}"
     return out.result
 
 
@@ -100,7 +105,8 @@ class _Rows:
     tokenizer: Any
     reader: CalibrationReader
     val_texts: list[str]
-    data: TokenizedRows
+    data: TokenizedRows  # unlabelled run: labelled with fp32's argmax once it is known
+    labelled: bool = True
 
     @classmethod
     def load(cls, config: Config, rundir: RunDir) -> _Rows:
@@ -113,10 +119,10 @@ class _Rows:
         batches = tokenized_batches(tokenizer, texts, cfg.batch_size, max_length, names)
         reader = CalibrationReader(batches)
         val = splits["val"] if cfg.eval_rows is None else splits["val"].head(cfg.eval_rows)
-        data = TokenizedRows.build(
-            tokenizer, val["text"].tolist(), max_length, 32, labels=val["label"].tolist()
-        )
-        return cls(tokenizer, reader, val["text"].tolist(), data)
+        labelled = run_is_labelled(rundir)
+        labels = val["label"].tolist() if labelled else None
+        data = TokenizedRows.build(tokenizer, val["text"].tolist(), max_length, 32, labels=labels)
+        return cls(tokenizer, reader, val["text"].tolist(), data, labelled)
 
 
 def _report_header(config: Config, rows: _Rows) -> dict[str, Any]:
@@ -127,7 +133,25 @@ def _report_header(config: Config, rows: _Rows) -> dict[str, Any]:
         "eval_rows": rows.data.rows,
         "accuracy_budget": config.accuracy_budget,
         "sweep": cfg.sweep,
+        **({} if rows.labelled else {"accuracy": NO_LABELS}),
     }
+
+
+NO_LABELS = (
+    "skipped: the run's data has no labels; INT8 candidates are scored by argmax agreement "
+    "with fp32 (val_agreement, %), CPU candidates qualify by calibration's min_agreement"
+)
+
+
+def _agreement_keys(int8_report: dict[str, Any]) -> dict[str, Any]:
+    """The INT8 section of a run without labels: its 'accuracy' is agreement with fp32."""
+
+    def renamed(d: dict[str, Any]) -> dict[str, Any]:
+        return {("val_agreement" if k == "val_accuracy" else k): v for k, v in d.items()}
+
+    out = renamed(int8_report)
+    out["candidates"] = [renamed(c) for c in int8_report["candidates"]]
+    return out
 
 
 def _publish(out: Staging, int8: _Int8Choice, cpu: _CpuChoice, threads: int | None) -> None:
@@ -137,7 +161,7 @@ def _publish(out: Staging, int8: _Int8Choice, cpu: _CpuChoice, threads: int | No
     os.replace(cpu.best_ort_path, out.path(rundir.onnx("cpu")))
     if cpu.nncf_ir.is_file():
         os.replace(cpu.nncf_ir.parent, out.path(rundir.openvino_dir))
-    write_json(out.path(rundir.cpu_choice), cpu_choice_document(cpu.candidates, threads))
+    write_json(out.path(rundir.cpu_choice), cpu_choice_document(cpu.candidates, threads, cpu.rule))
     report_path = out.path(rundir.calibration_dir / "report.json")
     _save_ranges(int8.ranges, out.path(rundir.calibration_dir / "ranges.json"))
     out.report["wall_s"] = round(out.elapsed, 1)
@@ -148,7 +172,7 @@ def _facts(report: dict[str, Any], best_cpu: CpuCandidate) -> dict[str, Any]:
     """The manifest's summary of the report."""
     return {
         "fp32_val_accuracy": report["fp32_val_accuracy"],
-        "int8": {k: report["int8"][k] for k in ("chosen", "val_accuracy", "drop")},
+        "int8": {k: report["int8"].get(k) for k in ("chosen", "val_accuracy", "drop")},
         "cpu": {
             "chosen": best_cpu.name,
             "val_accuracy": best_cpu.val_accuracy,
@@ -274,6 +298,7 @@ class _CpuChoice:
     best_ort: CpuCandidate  # onnx/model.cpu.onnx
     best_ort_path: Path
     nncf_ir: Path  # OpenVINO's NNCF int8 IR, when it was built
+    rule: ChoiceRule
 
 
 def _choose_cpu(
@@ -302,12 +327,14 @@ def _choose_cpu(
     )
     timing = _timing_batches(rows.tokenizer, rows.val_texts, config.model.max_length)
     specs = build_candidates(config.calibration.cpu_candidates, inputs, u8_ranges, work)
-    scored = choose_cpu_model(
-        specs, rows.data, fp32_out, config.accuracy_budget, timing, threads=config.threads
-    )
+    rule = ChoiceRule("accuracy", config.accuracy_budget, config.min_agreement)
+    data = rows.data
+    if not rows.labelled:
+        rule, data = replace(rule, name="agreement"), replace(data, labels=None)
+    scored = choose_cpu_model(specs, data, fp32_out, rule, timing, threads=config.threads)
     best_ort = pick(scored, runtime="onnxruntime")
     path = next(s.path for s in specs if s.name == best_ort.name)
-    return _CpuChoice(scored, pick(scored), best_ort, path, inputs.nncf_ir)
+    return _CpuChoice(scored, pick(scored), best_ort, path, inputs.nncf_ir, rule)
 
 
 def _timing_batches(tokenizer: Any, texts: list[str], max_length: int) -> list[dict[str, Any]]:

@@ -23,6 +23,26 @@ CLOSE_REASON_LABELS = ("open", *CLOSE_REASONS)
 TASK_LABELS = {"closed": BINARY_LABELS, "close-reason": CLOSE_REASON_LABELS}
 
 
+# The label id of every row of an unlabelled file (`bertrt import` with text columns only).
+UNLABELLED = -1
+
+
+def is_labelled(split_document: Mapping[str, Any]) -> bool:
+    """Whether the run's file has labels: the Kaggle file always, a generic one with a
+    label column (an imported model's file may have text columns only)."""
+    source = split_document.get("source") or {}
+    return source.get("format", "kaggle") == "kaggle" or source.get("label_column") is not None
+
+
+def run_is_labelled(run: RunDir) -> bool:
+    """:func:`is_labelled` of ``run``'s split.json."""
+    if not run.split.exists():
+        raise MissingArtifactError(
+            f"{run.split} does not exist; run `bertrt data --data FILE --run-dir {run.root}` first"
+        )
+    return is_labelled(read_json(run.split))
+
+
 def labels_of(split_document: Mapping[str, Any]) -> tuple[str, ...]:
     """Class names of a split.json document (older runs: the binary task)."""
     return tuple(split_document.get("labels") or BINARY_LABELS)

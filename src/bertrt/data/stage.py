@@ -29,25 +29,34 @@ from bertrt.data.generic import (
     load_labelled_file,
 )
 from bertrt.data.kaggle import columns_shown, load_kaggle_csv, show
-from bertrt.data.labels import TASK_LABELS, labels_of
+from bertrt.data.labels import TASK_LABELS, UNLABELLED, is_labelled, labels_of
 from bertrt.data.split import SPLITS, split
 from bertrt.data.text import question_text
 from bertrt.errors import ConfigError, DataError, MissingArtifactError, StaleArtifactError
 from bertrt.stages import StageResult, stage
 
 
-def run(config: Config, rundir: RunDir) -> StageResult:
-    """Validate and split the file; the result's report is the split.json document."""
+def run(config: Config, rundir: RunDir, labels: tuple[str, ...] | None = None) -> StageResult:
+    """Validate and split the file; the result's report is the split.json document.
+
+    ``labels``: the classes of a model trained elsewhere (`bertrt import`): the
+    file's labels must be among them, and a generic file may have text columns
+    only (unlabelled: split unstratified, every row's label ``UNLABELLED``).
+    """
     cfg = config.data
     if not cfg.csv:
         raise ConfigError("data: no data file given; pass --data PATH (Makefile: DATA=PATH)")
     check_options(cfg)
-    source = data_source(cfg)
+    source = data_source(cfg, unlabelled_ok=labels is not None)
+    labelled = is_labelled({"source": source})
     with stage(rundir, "data") as out:
         csv_path = Path(cfg.csv).resolve()
         text_options = {"code_blocks": cfg.code_blocks, "features_in_text": cfg.features_in_text}
-        loaded = read_examples(csv_path, source, text_options, cfg.bad_rows, cfg.max_bad_fraction)
-        _require_two_classes(csv_path, loaded, source)
+        loaded = read_examples(
+            csv_path, source, text_options, cfg.bad_rows, cfg.max_bad_fraction, labels
+        )
+        if labelled:
+            _require_two_classes(csv_path, loaded, source)
         fractions = (cfg.train_fraction, cfg.val_fraction, cfg.test_fraction)
         try:
             ids = split(
@@ -55,18 +64,11 @@ def run(config: Config, rundir: RunDir) -> StageResult:
                 config.seed,
                 fractions,
                 id_column="post_id",
-                label_names=loaded.labels,
+                label_names=loaded.labels if labelled else None,
             )
         except ValueError as err:
             raise ConfigError(f"data: {csv_path}: {err}") from err
-        labels = loaded.frame.set_index("post_id")["label"]
-        counts = {
-            name: {
-                loaded.labels[k]: int(v)
-                for k, v in labels.loc[ids[name]].value_counts().sort_index().items()
-            }
-            for name in SPLITS
-        }
+        counts = _counts(loaded, ids, labelled)
         csv_sha = sha256_file(csv_path)
         out.report = {
             "csv": {"path": str(csv_path), "sha256": csv_sha, "rows": len(loaded.frame)},
@@ -84,6 +86,20 @@ def run(config: Config, rundir: RunDir) -> StageResult:
         out.facts = {"rows": len(loaded.frame), "skipped": len(loaded.skipped), "counts": counts}
         out.summary = _summary(rundir, out.report)
     return out.result
+
+
+def _counts(loaded: Examples, ids: dict[str, list[int]], labelled: bool) -> dict[str, Any]:
+    """Rows per class in each split (an unlabelled file: rows per split, as "unlabelled")."""
+    if not labelled:
+        return {name: {"unlabelled": len(ids[name])} for name in SPLITS}
+    labels = loaded.frame.set_index("post_id")["label"]
+    return {
+        name: {
+            loaded.labels[k]: int(v)
+            for k, v in labels.loc[ids[name]].value_counts().sort_index().items()
+        }
+        for name in SPLITS
+    }
 
 
 def check_options(cfg: DataConfig) -> None:
@@ -141,9 +157,20 @@ def _not_kaggle(path: Path) -> ConfigError | None:
     )
 
 
-def data_source(cfg: DataConfig) -> dict[str, Any]:
-    """What kind of file the run reads and how, as split.json records it."""
+def data_source(cfg: DataConfig, unlabelled_ok: bool = False) -> dict[str, Any]:
+    """What kind of file the run reads and how, as split.json records it.
+
+    ``unlabelled_ok`` (`bertrt import`: the model knows its classes): text
+    columns without a label column are an unlabelled generic file.
+    """
     if cfg.label_column is None:
+        if unlabelled_ok and cfg.text_columns:
+            return {
+                "format": "generic",
+                "text_columns": list(cfg.text_columns),
+                "label_column": None,
+                "id_column": cfg.id_column,
+            }
         if cfg.text_columns or cfg.id_column:
             raise ConfigError(
                 "data.text_columns / data.id_column describe a generic file and need "
@@ -212,6 +239,12 @@ def read_examples(
         max_bad_fraction=max_bad_fraction,
     )
     frame = generic.frame
+    if source.get("label_column") is None:  # unlabelled: the model's classes, no row has one
+        return Examples(
+            _model_rows(frame, pd.Series(UNLABELLED, index=frame.index, dtype="int64")),
+            tuple(labels or ()),
+            [b.describe() for b in generic.skipped],
+        )
     known = labels if labels is not None else discover_labels(frame["label_name"])
     ids = {name: i for i, name in enumerate(known)}
     unknown = frame[~frame["label_name"].isin(ids)]
@@ -223,14 +256,18 @@ def read_examples(
             f"class of this model ({', '.join(map(show, known))})"
             + (f"; {len(unknown) - 1} more rows have unknown labels" if len(unknown) > 1 else "")
         )
-    out = pd.DataFrame(
+    out = _model_rows(frame, frame["label_name"].map(ids).astype("int64"))
+    return Examples(out, tuple(known), [b.describe() for b in generic.skipped])
+
+
+def _model_rows(frame: pd.DataFrame, label_ids: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "post_id": frame["PostId"].to_numpy(),
             "text": frame["text"].to_numpy(),
-            "label": frame["label_name"].map(ids).astype("int64").to_numpy(),
+            "label": label_ids.to_numpy(),
         }
     )
-    return Examples(out, tuple(known), [b.describe() for b in generic.skipped])
 
 
 def _summary(rundir: RunDir, document: dict[str, Any]) -> str:
