@@ -268,8 +268,11 @@ def serve_page(page: Page, run: RunDir, labels: Sequence[str] | None, options: D
             pwa=False,
             mcp_server=False,
         )
-    except OSError as err:
-        raise ConfigError(f"--host {options.host} --port {options.port}: {err}") from None
+    except OSError:  # gradio's message names its own environment variables and launch()
+        raise ConfigError(
+            f"cannot listen on {options.host}:{options.port} (in use, or not an address of "
+            "this machine); give another --port or --host"
+        ) from None
     print(f"bertrt demo: http://{options.host}:{options.port}/ (Ctrl-C stops it)", flush=True)
     _wait_for_signal(blocks.close)
 

@@ -232,3 +232,19 @@ def test_the_page_over_a_server_answers_what_the_run_model_answers(
     assert Page(remote).answer(" ", "", "") == (None, EMPTY)
     _, long_message = Page(remote).answer("why does my code crash " * 20, "", "")
     assert "it was truncated" in long_message
+
+
+def test_a_port_in_use_is_one_line_exit_2(tiny_run: RunDir) -> None:
+    pytest.importorskip("gradio")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "-m", "bertrt", "demo", "--run-dir", str(tiny_run.root),
+               "--model", "merged", "--port", str(port), "--examples", "0"]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"bertrt demo: error: cannot listen on 127.0.0.1:{port} (in use, or not an address "
+        "of this machine); give another --port or --host"
+    )
