@@ -19,7 +19,7 @@ BERTRT := $(PYTHON) -m bertrt
 q = '$(subst ','\'',$(1))'
 ARGS    = --run-dir $(call q,$(RUN)) --config $(call q,$(CONFIG)) $(foreach s,$(SET),--set $(call q,$(s)))
 
-.PHONY: install dev serve-deps serve-env all data train export calibrate build-engine bench evaluate \
+.PHONY: install dev serve-deps serve-env all data import train export calibrate build-engine bench evaluate \
         presets test lint typecheck imports gpu-check docker-build docker-run clean-run check-data
 
 # CPU torch first: 2.13.0 is on this machine's disk; an unpinned torch would
@@ -64,6 +64,18 @@ data: check-data
 
 train: data
 	$(BERTRT) train $(ARGS)
+
+# A classifier trained elsewhere instead of `train` (README, "Optimize a model you already
+# have"): MODEL= a save_pretrained directory, a peft adapter directory or a hub id; DATA= its
+# file; LABELS=a,b renames the model's classes; IMPORT="--text-column text" (no
+# --label-column: an unlabelled file) or any other `bertrt import` option.
+MODEL  ?=
+LABELS ?=
+IMPORT ?=
+import:
+	@test -n $(call q,$(MODEL)) || { echo "make import: give MODEL=DIR (or a hub id) and DATA=FILE"; exit 2; }
+	$(BERTRT) import --model $(call q,$(MODEL)) --data $(call q,$(DATA)) \
+	  $(if $(LABELS),--labels $(call q,$(LABELS))) $(if $(TASK),--task $(call q,$(TASK))) $(IMPORT) $(ARGS)
 
 export:
 	$(BERTRT) export $(ARGS)
