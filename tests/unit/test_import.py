@@ -301,6 +301,21 @@ def test_unsupported_architecture_is_one_line_exit_2(
     assert "'gpt2'" in err and "BERT (bert)" in err and "ELECTRA (electra)" in err
 
 
+def test_a_model_without_a_classification_head_is_refused(
+    kaggle_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import DistilBertConfig, DistilBertModel
+
+    tokenizer = load_tokenizer(resolve_base_model("minilm"))
+    source = tmp_path / "encoder"
+    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=16, n_layers=1, n_heads=2)
+    DistilBertModel(config).save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    args = ["import", "--model", str(source), "--data", str(kaggle_csv)]
+    err = _refused(capsys, tmp_path / "run", args, 2)
+    assert "DistilBertModel without a sequence classification head" in err
+
+
 def test_pickle_only_is_refused_unless_trusted(
     kaggle_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
