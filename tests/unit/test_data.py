@@ -487,3 +487,19 @@ def test_data_options_that_make_no_sense_are_refused_before_reading(
     line = one_line_error(capsys, 2, "--data", str(data), "--run-dir", str(tmp_path / "run"), *sets)
     assert message in line
     assert not (tmp_path / "run").exists()
+
+
+def test_an_undecodable_binary_file_is_named_without_its_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A byte in the header is "in the header"; a control character is never printed."""
+    import gzip
+
+    zipped = tmp_path / "zipped.csv"
+    zipped.write_bytes(gzip.compress(b"text,label\n" + b"a,b\n" * 40))
+    line = one_line_error(capsys, 1, "--data", str(zipped), "--run-dir", str(tmp_path / "run"))
+    assert "at offset 1, in the header" in line
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes(b"PostId,Ti\x00tle\n\x01\x02,caf\xe9\n")
+    line = one_line_error(capsys, 1, "--data", str(odd), "--run-dir", str(tmp_path / "run"))
+    assert line.isprintable() and "in data row 1, column field 2;" in line

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,20 +186,30 @@ def _where_undecodable(path: Path, raw: bytes, err: UnicodeDecodeError) -> str:
     try:
         records = csv.reader(io.StringIO(text, newline=""))
         header = next(records)
-        for number, record in enumerate((r for r in records if r), start=1):
-            column = next((i for i, v in enumerate(record) if _undecoded(v)), None)
-            if column is not None:
-                name = header[column] if column < len(header) else ""
-                name = show(name) if name and not _undecoded(name) else f"field {column + 1}"
-                post_id = "" if _undecoded(record[0]) else f" (PostId {show(record[0])})"
-                where = f"data row {number}{post_id}, column {name}"
-                break
+        if not any(_undecoded(name) for name in header):
+            where = _first_undecoded_cell(header, records)
     except csv.Error:
         where = f"line {text.count(chr(10), 0, offset) + 1}"
     return (
         f"{path}: not UTF-8 text: byte 0x{raw[offset]:02x} at offset {offset}, in {where}; "
         "is this the Kaggle CSV? Save it as UTF-8."
     )
+
+
+def _first_undecoded_cell(header: list[str], records: Iterator[list[str]]) -> str:
+    """ "data row N (PostId P), column C" of the first cell holding an undecoded byte.
+
+    A PostId or column name that is not printable (an undecoded byte, a control
+    character: a binary file) is left out or named by position, never printed.
+    """
+    for number, record in enumerate((r for r in records if r), start=1):
+        column = next((i for i, v in enumerate(record) if _undecoded(v)), None)
+        if column is not None:
+            name = header[column] if column < len(header) else ""
+            name = name if name.isprintable() and name else f"field {column + 1}"
+            post_id = f" (PostId {show(record[0])})" if record[0].isprintable() else ""
+            return f"data row {number}{post_id}, column {name}"
+    return "the header"
 
 
 def _undecoded(value: str) -> bool:
