@@ -166,6 +166,12 @@ class BenchConfig:
     min_round_s: float = 0.6
     max_iterations: int = 500
     repeats: int = 5
+    # The latency rounds' time budget (seconds; null = none): after the warm-up
+    # measures every (runner, shape), iterations per round and then rounds are
+    # cut (to 3 at least) so the rounds fit it; results.md says what it bought.
+    # 480 s leaves the rest of a 20-minute default bench on 2 cores to warm-up, accuracy
+    # and end to end.
+    latency_budget_s: float | None = 480.0
     # "all", labels (torch/fp32/cpu), prefixes (onnxruntime, onnxruntime/int8) or globs.
     backends: list[str] = field(default_factory=lambda: ["all"])
     # Test rows scored per backend (None = the whole test split).

@@ -341,7 +341,9 @@ def test_a_runner_failing_mid_bench_is_skipped_and_the_others_go_on(bench_run: R
     found.runners.append(Candidate(lambda: _FlakyRunner("flaky", calls)))
     cfg = load_config(None, FAST).bench
     eval_set = acc.build_eval_set(load_tokenizer(bench_run.merged), ["a b", "c"], [0, 1], 2, 16)
-    latency, logits, runners = _measure_all(found, [(1, 8)], cfg, 1000, eval_set, 0, (bench_run, 1))
+    latency, logits, runners, _ = _measure_all(
+        found, [(1, 8)], cfg, 1000, eval_set, 0, (bench_run, 1)
+    )
     assert list(runners) == ["torch/fp32/cpu"] and set(logits) == {"torch/fp32/cpu"}
     assert [r.backend for r in latency] == ["torch/fp32/cpu"]
     assert latency[0].repeats == cfg.repeats

@@ -67,6 +67,7 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "min_round_s": "float",
         "max_iterations": "int",
         "repeats": "int",
+        "latency_budget_s": "float",  # added with the bench's time budget
         "threads": "NoneType",
         "backends": ["str"],
         "accuracy_rows": "NoneType",
@@ -264,6 +265,15 @@ RESULTS_SCHEMA: dict[str, Any] = {
     "runs_in_history": "int",
     "cpu_model": "any",
     "roofline": "any",
+    # Added with the bench's time budget: what bench.latency_budget_s bought.
+    "latency_budget": {
+        "budget_s": "float",
+        "repeats": "int",
+        "planned_s": "float",
+        "unfitted_s": "float",
+        "cells_cut": "int",
+        "cells": "int",
+    },
 }
 
 

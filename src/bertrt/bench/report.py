@@ -373,6 +373,8 @@ def _header(results: BenchResults) -> list[str]:
     v = m["versions"]
     model = results.model
     steal = m.get("cpu_steal_percent_latency_phase")
+    budget = results.latency_budget or {}
+    repeats = budget.get("repeats", results.settings.repeats)
     return [
         "# Benchmark results",
         "",
@@ -385,11 +387,32 @@ def _header(results: BenchResults) -> list[str]:
         f"Model: {model.model_type}, {model.layers} layers, "
         f"hidden {model.hidden_size}. Mode: {'quick' if results.quick else 'full'}; "
         f"wall time {results.wall_s:.0f} s. Latency inputs: {results.latency_inputs}. "
-        f"Each figure is the median over {results.settings.repeats} rounds, interleaved "
+        f"Each figure is the median over {repeats} rounds, interleaved "
         "across backends and shapes (round r of every one before round r + 1 of any), so "
         "the spread (the rounds' min–max) covers the machine's drift over the run; "
         "speed-ups are taken round by round."
         + (f" CPU steal time during the latency rounds: {steal}%." if steal is not None else ""),
+        "",
+        *_budget_line(budget),
+    ]
+
+
+def _budget_line(budget: dict[str, Any]) -> list[str]:
+    """What bench.latency_budget_s bought: a reader should know when figures rest on less."""
+    if not budget or budget.get("budget_s") is None:
+        return []
+    if not budget["cells_cut"] and budget["planned_s"] >= budget["unfitted_s"]:
+        return [
+            f"Latency budget {budget['budget_s']:.0f} s: the configured rounds "
+            f"({budget['unfitted_s']:.0f} s, estimated from the warm-up) fit it.",
+            "",
+        ]
+    return [
+        f"Latency budget {budget['budget_s']:.0f} s (`bench.latency_budget_s`): the configured "
+        f"rounds would have taken {budget['unfitted_s']:.0f} s (estimated from the warm-up); "
+        f"iterations per round were cut in {budget['cells_cut']} of {budget['cells']} "
+        f"(runner, shape) cells and the rounds to {budget['repeats']}, an estimated "
+        f"{budget['planned_s']:.0f} s.",
         "",
     ]
 

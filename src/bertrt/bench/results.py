@@ -222,6 +222,8 @@ class BenchResults:
     cpu_model: str | None = None
     # bench.roofline.Roofline of the cpu model at the largest batch, as a dict.
     roofline: dict[str, Any] | None = None
+    # bench.timing.Budget: what bench.latency_budget_s bought (rounds, cells cut).
+    latency_budget: dict[str, Any] | None = None
 
     @property
     def quick(self) -> bool:
@@ -249,6 +251,7 @@ class BenchResults:
             "runs_in_history": self.runs_in_history,
             "cpu_model": self.cpu_model,
             "roofline": self.roofline,
+            "latency_budget": self.latency_budget,
         }
         if self.reproducibility is None:
             del out["reproducibility"]

@@ -59,7 +59,14 @@ from bertrt.bench.results import (
     ModelInfo,
 )
 from bertrt.bench.roofline import roofline
-from bertrt.bench.timing import ShapeTimer, TimingPlan, interleave, synthetic_batch
+from bertrt.bench.timing import (
+    Budget,
+    ShapeTimer,
+    TimingPlan,
+    fit_to_budget,
+    interleave,
+    synthetic_batch,
+)
 from bertrt.config import BenchConfig, Config
 from bertrt.errors import BertrtError, ConfigError, MissingArtifactError, StaleArtifactError
 from bertrt.hardware import cuda_available
@@ -110,7 +117,7 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
     test = load_split(run, ("test",), csv=config.data.csv)["test"]
     tokenizer, eval_set = _eval_set(config, run, test)
     phase, times = StageTimer(), cpu_times()
-    latency, logits, runners = _measure_all(
+    latency, logits, runners, budget = _measure_all(
         found, grid, cfg, model.vocab_size, eval_set, config.seed, (run, threads)
     )
     phases = {"latency_and_accuracy_s": round(phase.elapsed, 1)}
@@ -137,6 +144,7 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
         skipped=found.skipped,
         backend_models=_backend_models(run, ran),
         phases=phases,
+        latency_budget=budget.to_dict(),
     )
     results.cpu_model, precision = _cpu_model(run, config.threads)
     results.roofline = _roofline(run, results, precision)
@@ -216,8 +224,9 @@ def _measure_all(
     eval_set: TokenizedRows,
     seed: int,
     where: tuple[RunDir, int],
-) -> tuple[list[LatencyRow], dict[str, np.ndarray], dict[str, Backend]]:
-    """Latency rows, test logits and descriptions of every runner that ran (reference first).
+) -> tuple[list[LatencyRow], dict[str, np.ndarray], dict[str, Backend], Budget]:
+    """Latency rows, test logits and descriptions of every runner that ran (reference first),
+    and what the latency budget bought (:func:`bertrt.bench.timing.fit_to_budget`).
 
     All runners are active at once so that their timing rounds can be
     interleaved (:func:`bertrt.bench.timing.interleave`). A runner that fails
@@ -237,7 +246,9 @@ def _measure_all(
                 runner = stack.enter_context(cand.build())
                 timers = _shape_timers(runner, cand.label, grid, plan, vocab_size, seed, found)
                 active[cand.label] = (runner, timers)
-        _time_rounds(active, found, plan)
+        every_timer = [t for _, timers in active.values() for t in timers.values()]
+        budget = fit_to_budget(every_timer, plan.repeats, cfg.latency_budget_s)
+        _time_rounds(active, found, budget.repeats)
         for label in list(active):
             with _failures(found, label, active):
                 logits[label] = acc.predict(active[label][0], eval_set)
@@ -247,14 +258,14 @@ def _measure_all(
             for label, (_, timers) in active.items()
             for (batch, seq), timer in timers.items()
         ]
-    return latency, logits, runners
+    return latency, logits, runners, budget
 
 
-def _time_rounds(active: Active, found: Discovery, plan: TimingPlan) -> None:
+def _time_rounds(active: Active, found: Discovery, repeats: int) -> None:
     """Round r of every (runner, shape) before round r + 1 of any."""
-    total = sum(len(t) for _, t in active.values()) * max(plan.repeats, 1)
+    total = sum(len(t) for _, t in active.values()) * max(repeats, 1)
     with tqdm(total=total, desc="latency (interleaved rounds)", unit="round") as bar:
-        for _ in range(max(plan.repeats, 1)):
+        for _ in range(max(repeats, 1)):
             for label in list(active):
                 with _failures(found, label, active):
                     interleave(list(active[label][1].values()), 1, lambda: bar.update(1))
