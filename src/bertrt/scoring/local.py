@@ -67,7 +67,11 @@ class Progress:
     def __init__(self, path: Path, enabled: bool, desc: str = "predict") -> None:
         self.size = path.stat().st_size if path.is_file() else 0
         self.bar = tqdm(
-            total=total_rows(path), desc=desc, unit="row", disable=not enabled, dynamic_ncols=True
+            total=total_rows(path) if path.is_file() else None,
+            desc=desc,
+            unit="row",
+            disable=not enabled,
+            dynamic_ncols=True,
         )
         self.exact = self.bar.total is not None
 
