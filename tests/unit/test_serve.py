@@ -755,7 +755,7 @@ def test_a_dead_model_stub_makes_the_server_not_ready_and_serve_exit_1(
     try:
         server.wait_log("serving onnx-fp32 as model")  # the model is ready a moment before
         stubs = stub_processes(server.process.pid)
-        assert len(stubs) == 1
+        assert len(stubs) == 2  # the default: two instances taking turns
         os.kill(stubs[0], signal.SIGKILL)
         deadline = time.monotonic() + 15
         while server.ready():
@@ -775,6 +775,7 @@ def test_the_served_models_config_is_tritons_schema_with_the_run_settings(
     from google.protobuf import text_format
 
     pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from bertrt.hardware import usable_cores
     from bertrt.serve.server import ServeOptions, TritonInstall, model_config, write_repository
 
     config = load_config(None, ["model.max_length=32", "threads=1"])
@@ -804,10 +805,26 @@ def test_the_served_models_config_is_tritons_schema_with_the_run_settings(
         "threads": 1,
         "max_length": 32,
         "max_request_bytes": 1 << 20,
+        "turns": True,
     }
     model_py = (tmp_path / "repo" / "models" / "bertrt" / "1" / "model.py").read_text()
     assert "from bertrt.serve.backend import TritonPythonModel" in model_py
     assert (tmp_path / "repo" / "backends" / "python" / "stub").read_text() == "stub"
+    parallel = ServeOptions(instances=2, parallel_instances=True)
+    config = load_config(None, ["model.max_length=32"])
+    settings = json.loads(
+        model_config(config, exported_run, "onnx-fp32", parallel, 2)
+        .parameters["bertrt"]
+        .string_value
+    )
+    assert settings["turns"] is False
+    assert settings["threads"] == max(1, usable_cores() // 2)
+    turns = json.loads(
+        model_config(config, exported_run, "onnx-fp32", ServeOptions(), 2)
+        .parameters["bertrt"]
+        .string_value
+    )
+    assert turns["turns"] is True and turns["threads"] == usable_cores()
     unbatched = model_config(
         config, exported_run, "onnx-fp32", ServeOptions(dynamic_batching=False), classes=2
     )

@@ -17,8 +17,10 @@ are answered.
 
 from __future__ import annotations
 
+import fcntl
 import json
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import triton_python_backend_utils as pb_utils
 
@@ -27,6 +29,7 @@ from bertrt.serve.model import SETTINGS_PARAMETER, ServedModel, load_served
 from bertrt.serve.texts import TEXT_INPUTS, RequestError
 
 REFUSED_METRIC = "bertrt_request_refused"
+TURN_LOCK = "turn.lock"  # in the model's directory: one instance runs the model at a time
 
 
 def settings(model_config: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +43,7 @@ class TritonPythonModel:
     served: ServedModel
     refused_family: Any
     refused: Any
+    turn: IO[str] | None = None  # the lock the instances share when they take turns
 
     def initialize(self, args: dict[str, Any]) -> None:
         """Load and warm up the model: Triton marks it ready only once this returns."""
@@ -48,6 +52,8 @@ class TritonPythonModel:
             RunDir(given["run_dir"]), given["model"], int(given["threads"]), given["max_length"],
             given.get("max_request_bytes"),
         )  # fmt: skip
+        if given.get("turns"):
+            self.turn = open(Path(args["model_repository"]) / TURN_LOCK, "a")  # noqa: SIM115
         # The family must outlive its metric (Triton deletes the metric with it).
         self.refused_family = pb_utils.MetricFamily(
             name=REFUSED_METRIC,
@@ -64,7 +70,14 @@ class TritonPythonModel:
         for request in requests:
             tensors = {n: pb_utils.get_input_tensor_by_name(request, n) for n in TEXT_INPUTS}
             inputs.append({n: t.as_numpy() for n, t in tensors.items() if t is not None})
-        answers = self.served.answer(inputs)
+        if self.turn is None:
+            answers = self.served.answer(inputs)
+        else:
+            fcntl.flock(self.turn, fcntl.LOCK_EX)
+            try:
+                answers = self.served.answer(inputs)
+            finally:
+                fcntl.flock(self.turn, fcntl.LOCK_UN)
         refused = sum(isinstance(a, RequestError) for a in answers)
         if refused:
             self.refused.increment(refused)
@@ -72,6 +85,8 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.served.deactivate()
+        if self.turn is not None:
+            self.turn.close()
 
 
 def _response(answer: Any) -> Any:

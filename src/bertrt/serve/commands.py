@@ -44,7 +44,18 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
         help="how long Triton may hold a request to grow its batch (default: %(default)s: "
         "batches form while the model is busy)",
     )
-    p.add_argument("--instances", type=int, default=1)
+    p.add_argument(
+        "--instances",
+        type=int,
+        default=2,
+        help="Triton instances of the model (default: %(default)s; on the CPU they take turns, "
+        "each with every core)",
+    )
+    p.add_argument(
+        "--parallel-instances",
+        action="store_true",
+        help="CPU instances run at once, the cores split between them",
+    )
     p.add_argument("--no-dynamic-batching", action="store_true")
     p.add_argument(
         "--max-queue-size", type=int, default=256, help="queued requests beyond it are refused"
@@ -101,6 +112,7 @@ def serve_command(args: argparse.Namespace, config: Config, run: RunDir) -> None
         max_batch=args.max_batch,
         max_queue_delay_us=args.max_queue_delay_us,
         instances=args.instances,
+        parallel_instances=args.parallel_instances,
         dynamic_batching=not args.no_dynamic_batching,
         max_queue_size=args.max_queue_size,
         stub_env=Path(args.stub_env) if args.stub_env else None,

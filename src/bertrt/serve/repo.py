@@ -4,8 +4,10 @@ Four models, the ensemble ``bertrt`` being the one clients call::
 
     bertrt (ensemble)  text | title, body ─► tokenizer ─► classifier ─► postprocess ─► label, probabilities
     tokenizer          Python backend: the run's tokenizer.json + the data stage's text builder
-    classifier         onnxruntime on model.cpu.onnx (CPU), model.int8.onnx with the TensorRT
-                       accelerator (GPU), or tensorrt_plan on engines/<p>.plan
+    classifier         onnxruntime on an ONNX model (CPU, or with the TensorRT accelerator
+                       on a GPU), Triton's openvino backend on an OpenVINO model (model.onnx or
+                       the NNCF IR), or tensorrt_plan on engines/<p>.plan; `cpu` is the model
+                       cpu.json names
     postprocess        Python backend: softmax, label names
 
 Every config.pbtxt is built as tritonclient's ``ModelConfig`` protobuf (Triton's
@@ -43,7 +45,7 @@ from bertrt.data import text as text_module
 from bertrt.data.labels import run_labels
 from bertrt.errors import ConfigError, StaleArtifactError, UnavailableError
 from bertrt.modeling import OUTPUT_NAME, load_onnx, load_tokenizer
-from bertrt.runners.registry import MODELS
+from bertrt.runners.registry import MODELS, ModelSpec, chosen_cpu_model
 from bertrt.serve.texts import TEXT_INPUTS, TextOptions
 from bertrt.trt.metadata import read_meta
 
@@ -180,21 +182,41 @@ def postprocess_config(
     return _batched(pb, config, options, "KIND_CPU")
 
 
-def classifier_config(
-    pb: Any, options: RepoOptions, io: tuple[list[TensorSpec], list[TensorSpec]], plan: bool
-) -> Any:
-    if plan:
+@dataclass(frozen=True)
+class Classifier:
+    """What the classifier model serves: the registry model (``cpu`` resolved through
+    cpu.json), the files of its version directory, and their inputs and outputs."""
+
+    spec: ModelSpec
+    files: dict[str, Path]  # name in the version directory -> the run's file
+    io: tuple[list[TensorSpec], list[TensorSpec]]
+
+    @property
+    def runtime(self) -> str:  # onnxruntime, openvino or tensorrt
+        return self.spec.framework
+
+
+def classifier_config(pb: Any, options: RepoOptions, classifier: Classifier) -> Any:
+    if classifier.runtime == "tensorrt":
         config = pb.ModelConfig(name="classifier", platform="tensorrt_plan")
     else:
-        config = pb.ModelConfig(name="classifier", backend="onnxruntime")
-    config.input.extend(_tensors(pb, io[0], "input"))
-    config.output.extend(_tensors(pb, io[1], "output"))
+        config = pb.ModelConfig(name="classifier", backend=classifier.runtime)
+    config.input.extend(_tensors(pb, classifier.io[0], "input"))
+    config.output.extend(_tensors(pb, classifier.io[1], "output"))
     kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     config = _batched(pb, config, options, kind)
-    if options.device == "gpu" and not plan:
+    if classifier.runtime == "openvino":
+        if "model.onnx" in classifier.files:  # the backend's default is model.xml
+            config.default_model_filename = "model.onnx"
+        # One stream per instance, tuned for latency: instances give the parallelism.
+        for key, value in (("NUM_STREAMS", "1"), ("PERFORMANCE_HINT", "LATENCY")):
+            config.parameters[key].string_value = value
+    if options.device == "gpu" and classifier.runtime == "onnxruntime":
         accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
         accel.name = "tensorrt"
-        accel.parameters["precision_mode"] = "INT8" if "int8" in options.model else "FP16"
+        accel.parameters["precision_mode"] = (
+            "INT8" if classifier.spec.precision == "int8" else "FP16"
+        )
     return config
 
 
@@ -236,15 +258,53 @@ def _write(path: Path, config: Any) -> None:
     (path / "config.pbtxt").write_text(text_format.MessageToString(config))
 
 
-def _classifier(run: RunDir, options: RepoOptions) -> tuple[Path, bool]:
-    """The artifact the classifier serves, and whether it is a TensorRT plan."""
+def _classifier(run: RunDir, options: RepoOptions, classes: int) -> Classifier:
+    """The model the classifier serves, checked (present, fresh, servable on the device)."""
     spec = MODELS.get(options.model)
     if spec is None or spec.framework == "torch":
         names = ", ".join(n for n in MODELS if n != "merged")
         raise ConfigError(f"triton-repo --model {options.model!r}: choose from {names}")
+    if spec.framework == "choice":
+        run.require("triton-repo", [spec.artifact(run)], producer=spec.producer)
+        spec = MODELS[chosen_cpu_model(run)]
+    if spec.framework == "openvino" and options.device == "gpu":
+        raise ConfigError(
+            f"triton-repo --model {options.model}: an OpenVINO model is served on the CPU "
+            "(--device cpu); for a GPU use onnx-* or trt-*"
+        )
     path = spec.artifact(run)
     run.require("triton-repo", [path], producer=spec.producer)
-    return path, spec.framework == "tensorrt"
+    if spec.framework == "tensorrt":
+        inputs, outputs, _ = engine_io(run, spec.variant, classes)
+        return Classifier(spec, {"model.plan": path}, (inputs, outputs))
+    if spec.framework == "openvino" and spec.model_file(run).suffix == ".xml":
+        xml = spec.model_file(run)
+        return Classifier(
+            spec, {"model.xml": xml, "model.bin": xml.with_suffix(".bin")}, ir_io(xml)
+        )
+    return Classifier(spec, {"model.onnx": path}, onnx_io(path))
+
+
+def ir_io(xml: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of an OpenVINO IR, as :func:`onnx_io` gives them for ONNX."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    types = {"i64": "TYPE_INT64", "i32": "TYPE_INT32", "f32": "TYPE_FP32", "f16": "TYPE_FP16"}
+
+    def specs(ports: Any) -> list[TensorSpec]:
+        out = []
+        for port in ports:
+            shape = port.get_partial_shape()
+            dims = tuple(d.get_length() if d.is_static else -1 for d in shape)
+            out.append(
+                TensorSpec(
+                    port.get_any_name(), types[port.get_element_type().get_type_name()], dims[1:]
+                )
+            )
+        return out
+
+    return specs(model.inputs), specs(model.outputs)
 
 
 def _python_model(src: str, dst: Path) -> None:
@@ -254,21 +314,21 @@ def _python_model(src: str, dst: Path) -> None:
 def build_repository(config: Config, run: RunDir, options: RepoOptions, root: Path) -> None:
     """Every model directory of the repository under ``root``."""
     pb = _pb()
-    artifact, plan = _classifier(run, options)
     labels = run_labels(run)
-    if plan:
-        inputs, outputs, max_batch = engine_io(run, options.model.split("-")[-1], len(labels))
+    classifier = _classifier(run, options, len(labels))
+    if classifier.runtime == "tensorrt":
+        _, _, max_batch = engine_io(run, classifier.spec.variant, len(labels))
         options = RepoOptions(
             **{**options.__dict__, "max_batch": min(options.max_batch, max_batch)}
         )
-    else:
-        inputs, outputs = onnx_io(artifact)
-    _check_classes(outputs, labels, artifact)
+    inputs, outputs = classifier.io
+    _check_classes(outputs, labels, next(iter(classifier.files.values())))
     _write(root / "bertrt", ensemble_config(pb, options, inputs, len(labels)))
     _write(root / "tokenizer", tokenizer_config(pb, options, inputs))
-    _write(root / "classifier", classifier_config(pb, options, (inputs, outputs), plan))
+    _write(root / "classifier", classifier_config(pb, options, classifier))
     _write(root / "postprocess", postprocess_config(pb, options, outputs, len(labels)))
-    shutil.copyfile(artifact, root / "classifier" / "1" / ("model.plan" if plan else "model.onnx"))
+    for name, source in classifier.files.items():
+        shutil.copyfile(source, root / "classifier" / "1" / name)
     _tokenizer_files(config, run, root / "tokenizer" / "1", [s.name for s in inputs])
     _python_model("tokenizer.py", root / "tokenizer")
     _python_model("postprocess.py", root / "postprocess")

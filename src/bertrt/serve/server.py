@@ -97,7 +97,10 @@ class ServeOptions:
     # 0: a batch is whatever queued while the instance was busy. On one CPU instance
     # any wait is pure latency (docs/serving.md).
     max_queue_delay_us: int = 0
-    instances: int = 1
+    # Two instances that take turns on the CPU (TURNS): one is always free to take the next
+    # batch, which Triton 2.51's dynamic batcher needs not to stall ~500 ms (docs/serving.md).
+    instances: int = 2
+    parallel_instances: bool = False  # CPU instances run at once instead of taking turns
     dynamic_batching: bool = True
     max_queue_size: int = 256  # beyond it requests are rejected at once, not queued
     stub_env: Path | None = None  # None: stub_env.ensure_stub_env()'s choice
@@ -162,9 +165,19 @@ class TritonInstall:
         return install
 
 
-def instance_threads(config: Config, instances: int) -> int:
-    """Intra-op threads per Triton instance: the cores split between them."""
-    return config.threads or max(1, usable_cores() // instances)
+def takes_turns(options: ServeOptions, model: str) -> bool:
+    """Whether the instances run the model one at a time (a lock they share).
+
+    On the CPU, by default: each instance then gets every core, and the
+    cores are never split between two models computing at once. A TensorRT
+    model's instances run in parallel on the GPU.
+    """
+    return options.instances > 1 and not options.parallel_instances and not model.startswith("trt-")
+
+
+def instance_threads(config: Config, instances: int, turns: bool = False) -> int:
+    """Intra-op threads per Triton instance: every core when they take turns, else a share."""
+    return config.threads or max(1, usable_cores() // (1 if turns else instances))
 
 
 def engine_max_batch(run: RunDir, model: str) -> int | None:
@@ -196,7 +209,8 @@ def model_config(
     settings = {
         "run_dir": str(run.root.resolve()),
         "model": model,
-        "threads": instance_threads(config, options.instances),
+        "threads": instance_threads(config, options.instances, takes_turns(options, model)),
+        "turns": takes_turns(options, model),
         "max_length": config.model.max_length,
         "max_request_bytes": options.max_request_bytes,
     }
@@ -462,7 +476,7 @@ def _prepare(
     model = options.model or default_model(run)
     install = TritonInstall.find()
     stub_python = ensure_stub_env(options.stub_env) or Path(sys.prefix)
-    threads = instance_threads(config, options.instances)
+    threads = instance_threads(config, options.instances, takes_turns(options, model))
     load_served(run, model, threads, config.model.max_length).deactivate()
     return model, install, stub_python, model_config(config, run, model, options,
                                                      len(run_labels(run)))  # fmt: skip
