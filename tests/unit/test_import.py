@@ -269,6 +269,23 @@ def test_adapter_is_merged_and_verified(tmp_path: Path) -> None:
     assert not any("lora" in k for k in _tensor_names(run.merged / "model.safetensors"))
 
 
+def test_an_adapter_failing_the_merge_check_writes_no_merged_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    adapter = _adapter(tmp_path, 2)
+    data = _generic(tmp_path / "data.csv", 60, ["x", "y"])
+    run = RunDir(tmp_path / "run")
+    capsys.readouterr()
+    code = main(
+        ["import", "--model", str(adapter), "--data", str(data), "--text-column", "text",
+         "--label-column", "label", "--labels", "x,y", "--run-dir", str(run.root),
+         "--set", "train.merge_tolerance=-1"]
+    )  # fmt: skip
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' load report
+    assert code == 6 and last.startswith("bertrt import: error: import: merged model's logits")
+    assert not run.merged.exists() and "import" not in read_json(run.manifest_path)["stages"]
+
+
 def _tensor_names(path: Path) -> list[str]:
     from safetensors import safe_open
 

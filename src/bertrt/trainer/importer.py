@@ -112,7 +112,7 @@ def _load(
     rows = load_split(rundir, ("val",), csv=config.data.csv)["val"].head(MERGE_CHECK_ROWS)
     peft_model = load_adapter(source.path, classes)
     merged, check = merge_and_verify(
-        peft_model, tokenizer, rows, config.model.max_length, config.train.merge_tolerance
+        peft_model, tokenizer, rows, config.model.max_length, config.train.merge_tolerance, "import"
     )
     return merged, tokenizer, {"applied": True, **check.to_dict()}
 

@@ -60,11 +60,19 @@ def fp32_logits(model: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def merge_and_verify(
-    peft_model: Any, tokenizer: Any, rows: pd.DataFrame, max_length: int, tolerance: float
+    peft_model: Any,
+    tokenizer: Any,
+    rows: pd.DataFrame,
+    max_length: int,
+    tolerance: float,
+    stage: str = "train",
 ) -> tuple[Any, MergeCheck]:
-    """Merge in place; raise VerificationError if merged and unmerged logits differ too much."""
+    """Merge in place; raise VerificationError if merged and unmerged logits differ too much.
+
+    ``stage`` names the command in the error (train, or import of an adapter).
+    """
     if len(rows) == 0:
-        raise VerificationError("train: no validation rows to verify the merged model on")
+        raise VerificationError(f"{stage}: no validation rows to verify the merged model on")
     peft_model = peft_model.float()
     # peft's forward takes **kwargs: the base model says which inputs it has (DistilBERT: 2).
     names = model_input_names(peft_model.get_base_model(), tokenizer)
@@ -75,7 +83,7 @@ def merge_and_verify(
     check = MergeCheck(float(np.abs(after - before).max()), tolerance, len(rows))
     if not check.ok:
         raise VerificationError(
-            f"train: merged model's logits differ from the adapter model's by "
+            f"{stage}: merged model's logits differ from the adapter model's by "
             f"{check.max_abs_diff:.3g} on {check.rows} validation rows (tolerance "
             f"{tolerance:g}, fp32); merged/ not written"
         )
