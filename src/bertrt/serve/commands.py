@@ -85,7 +85,9 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p = sub.add_parser("triton-repo", help="model repository for NVIDIA's tritonserver container")
     common(p)
     p.add_argument("--out", required=True, help="repository directory (replaced atomically)")
-    p.add_argument("--model", default="onnx-cpu", help="onnx-* or trt-* (default: %(default)s)")
+    p.add_argument(
+        "--model", default="onnx-cpu", help="onnx-*, ov-*, cpu or trt-* (default: %(default)s)"
+    )
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-queue-delay-us", type=int, default=2000)

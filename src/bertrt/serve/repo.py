@@ -56,7 +56,7 @@ TRT_DTYPES = {"FLOAT": "TYPE_FP32", "INT64": "TYPE_INT64", "INT32": "TYPE_INT32"
 
 @dataclass(frozen=True)
 class RepoOptions:
-    model: str = "onnx-cpu"  # any onnx-* or trt-* name of the registry
+    model: str = "onnx-cpu"  # any registry name but merged (cpu: what cpu.json names)
     device: str = "cpu"  # cpu or gpu: the classifier's instance group
     max_batch: int = 32
     max_queue_delay_us: int = 2000
