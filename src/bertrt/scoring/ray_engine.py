@@ -260,7 +260,7 @@ def _dataset(
         .map_batches(
             Scorer,
             batch_size=options.chunk_rows,
-            concurrency=pool.workers,
+            compute=ray.data.ActorPoolStrategy(size=pool.workers),
             num_cpus=pool.num_cpus,
             num_gpus=pool.num_gpus,
             fn_constructor_kwargs={
