@@ -1,17 +1,25 @@
 #!/usr/bin/env python
-"""Load-test ``bertrt serve`` with dynamic batching on, then off: the serving figures.
+"""Load-test ``bertrt serve`` in each of a few configurations: the serving figures.
 
     python bench/serve.py --run-dir runs/default [--model cpu] [--concurrency 1,4,16,32,64]
         [--requests 400] [--seconds 30] [--port 8000] [--out DIR] [--set KEY=VALUE]
+        [--mode NAME=FLAGS ...]
+
+Modes (``--mode``, repeatable; default: ``serve`` = the server's defaults,
+``one-instance`` = ``--instances 1``, ``no-batching`` =
+``--no-dynamic-batching``) name extra ``bertrt serve`` flags; each writes
+``<run>/bench/serve-<name>/``. Where the machine has at least 4 usable
+cores, the server is pinned to the first half and the load generator to the
+other (``os.sched_setaffinity``); on fewer they share every core, and the
+report says so.
 
 First, with no server running, it times the model the way the server runs
 it, in this process: one text at a time through the served callable
 (build, tokenize at the text's own length, infer) on the texts the
 concurrency-1 step will send. Then, for each mode, it starts ``bertrt
 serve`` on loopback, waits until model ``bertrt`` is ready, runs ``bertrt
-loadtest`` (reports in ``<run>/bench/serve-batching/`` and
-``<run>/bench/serve-no-batching/``) and stops the server with SIGTERM.
-Last, ``<run>/bench/serve-targets.{md,json}`` checks the batching sweep
+loadtest`` and stops the server with SIGTERM. Last,
+``<run>/bench/serve-targets.{md,json}`` checks the first mode's sweep
 against that batch-1 figure and the offline bench's e2e (results.json).
 Run it on an idle machine, after ``bertrt bench``.
 """
@@ -20,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -33,12 +43,28 @@ import numpy as np
 from bertrt.artifacts import RunDir, write_json, write_text
 from bertrt.config import load_config
 from bertrt.data import load_split
+from bertrt.hardware import usable_cores
 from bertrt.serve.client import open_direct
 from bertrt.serve.loadtest import Offline, Step, targets, targets_markdown
 from bertrt.serve.model import load_served
 from bertrt.serve.server import default_model, instance_threads
 
 BERTRT = [sys.executable, "-m", "bertrt"]
+MODES = ("serve=", "one-instance=--instances 1", "no-batching=--no-dynamic-batching")
+
+
+def core_split() -> tuple[set[int], set[int]] | None:
+    """(server cores, client cores) where there are at least 4 usable cores, else None."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) < 4:
+        return None
+    half = len(cores) // 2
+    return set(cores[:half]), set(cores[half:])
+
+
+def pinned(cores: set[int] | None) -> Any:
+    """A preexec_fn that pins the child to ``cores`` (None: no pinning)."""
+    return None if cores is None else (lambda: os.sched_setaffinity(0, cores))
 
 
 def ready(http: int) -> bool:
@@ -49,15 +75,20 @@ def ready(http: int) -> bool:
         return False
 
 
-def serve(args: argparse.Namespace, batching: bool, log: Path) -> subprocess.Popen[bytes]:
+def serve(
+    args: argparse.Namespace, flags: list[str], log: Path, cores: set[int] | None
+) -> subprocess.Popen[bytes]:
     """A ``bertrt serve`` ready to answer (its output in ``log``); exits on failure to start."""
     cmd = [*BERTRT, "serve", "--run-dir", args.run_dir, "--http-port", str(args.port),
            "--grpc-port", str(args.port + 1), "--metrics-port", str(args.port + 2),
-           *(["--model", args.model] if args.model else []),
-           *(["--no-dynamic-batching"] if not batching else []),
+           *(["--model", args.model] if args.model else []), *flags,
            *[f"--set={s}" for s in args.set]]  # fmt: skip
+    if cores is not None:
+        cmd += [f"--set=threads={max(1, len(cores))}"]
     with log.open("wb") as out:
-        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pinned(cores)
+        )
     deadline = time.monotonic() + 600
     while not ready(args.port):
         if server.poll() is not None or time.monotonic() > deadline:
@@ -114,22 +145,31 @@ def main() -> int:
     p.add_argument("--port", type=int, default=8000, help="HTTP; gRPC and metrics on the next two")
     p.add_argument("--out", default=None, help="report directory (default: <run>/bench)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--mode", action="append", default=None, metavar="NAME=FLAGS")
     args = p.parse_args()
     bench = Path(args.out) if args.out else Path(args.run_dir) / "bench"
+    split = core_split()
+    where = (
+        f"server on cores {sorted(split[0])}, client on {sorted(split[1])}"
+        if split
+        else f"{usable_cores()} cores: server and client share them (no pinning)"
+    )
+    print(where, flush=True)
     reference = offline(args)
     print(f"offline {reference}", flush=True)
-    for batching, name in ((True, "serve-batching"), (False, "serve-no-batching")):
-        out = bench / name
+    modes = [m.partition("=") for m in (args.mode or MODES)]
+    for name, _, flags in modes:
+        out = bench / f"serve-{name}"
         out.mkdir(parents=True, exist_ok=True)
-        server = serve(args, batching, out / "server.log")
-        print(f"## {name}", flush=True)
+        server = serve(args, shlex.split(flags), out / "server.log", split and split[0])
+        print(f"## {name} ({flags or 'defaults'}; {where})", flush=True)
         try:
             code = subprocess.call([*BERTRT, "loadtest", "--run-dir", args.run_dir,
                                     "--url", f"127.0.0.1:{args.port}",
                                     "--metrics-url", f"http://127.0.0.1:{args.port + 2}/metrics",
                                     "--concurrency", args.concurrency, "--requests",
                                     str(args.requests), "--seconds", str(args.seconds),
-                                    "--out", str(out)])  # fmt: skip
+                                    "--out", str(out)], preexec_fn=pinned(split and split[1]))  # fmt: skip
         finally:
             server.terminate()
             try:
@@ -139,7 +179,8 @@ def main() -> int:
                 stopped = server.wait()
         if code or stopped:
             return code or stopped
-    steps = [Step(**s) for s in json.loads((bench / "serve-batching" / "serve.json").read_text())]
+    first = bench / f"serve-{modes[0][0]}" / "serve.json"
+    steps = [Step(**s) for s in json.loads(first.read_text())]
     rows = targets(steps, reference)
     write_json(bench / "serve-targets.json", {"offline": asdict(reference), "targets": rows})
     write_text(bench / "serve-targets.md", targets_markdown(rows, reference))

@@ -221,11 +221,13 @@ def test_served_model_with_other_classes_than_the_run_fails_at_start(tiny_base: 
         model.activate()
 
 
-def _step(concurrency: int, samples_per_s: float, p50_ms: float, errors: int = 0) -> Any:
+def _step(
+    concurrency: int, samples_per_s: float, p50_ms: float, errors: int = 0, p99_ms: float = 0.0
+) -> Any:
     from bertrt.serve.loadtest import Step
 
     return Step(concurrency, 100, 100 - errors, errors, 1.0, samples_per_s, p50_ms,
-                p50_ms, p50_ms, 1.0, 0.0, p50_ms)  # fmt: skip
+                p50_ms, p99_ms or p50_ms, 1.0, 0.0, p50_ms)  # fmt: skip
 
 
 def test_serving_targets_compare_the_sweep_with_the_offline_figures() -> None:
@@ -238,10 +240,12 @@ def test_serving_targets_compare_the_sweep_with_the_offline_figures() -> None:
         "zero lost requests": True,
         "concurrency 32 >= 3x concurrency 1": False,  # 1.67x
         "concurrency 32 >= 70% of offline bucketed e2e": True,  # 75 %
+        "p99 <= 3x p50 at every concurrency": True,
         "concurrency-1 p50 <= offline batch 1 + 2 ms": True,  # 8.0 <= 8.0
     }
-    rows = targets([_step(1, 40.0, 8.01, errors=1), _step(32, 130.0, 9.0)], offline)
-    assert [r["met"] for r in rows] == [False, True, False, False]
+    rows = targets([_step(1, 40.0, 8.01, errors=1), _step(32, 130.0, 9.0, p99_ms=27.1)], offline)
+    assert [r["met"] for r in rows] == [False, True, False, False, False]
+    assert "concurrency 32, p99 27.1 ms / p50 9.0 ms = 3.01x" in rows[3]["measured"]
 
 
 def test_serving_targets_leave_out_what_was_not_measured() -> None:
@@ -250,6 +254,7 @@ def test_serving_targets_leave_out_what_was_not_measured() -> None:
     rows = targets([_step(1, 90.0, 8.0)], Offline("cpu", 6.0, None))
     assert [r["target"] for r in rows] == [
         "zero lost requests",
+        "p99 <= 3x p50 at every concurrency",
         "concurrency-1 p50 <= offline batch 1 + 2 ms",
     ]
 

@@ -167,6 +167,14 @@ def targets(steps: Sequence[Step], offline: Offline, high: int = 32) -> list[dic
             "measured": f"{top.samples_per_s} / {offline.e2e_samples_per_s:.1f} = {share:.0%}",
             "met": share >= 0.70,
         })  # fmt: skip
+    if steps:
+        worst = max(steps, key=lambda s: s.p99_ms / max(s.p50_ms, 1e-9))
+        rows.append({
+            "target": "p99 <= 3x p50 at every concurrency",
+            "measured": f"worst: concurrency {worst.concurrency}, p99 {worst.p99_ms} ms / "
+            f"p50 {worst.p50_ms} ms = {worst.p99_ms / max(worst.p50_ms, 1e-9):.2f}x",
+            "met": all(s.p99_ms <= 3 * s.p50_ms for s in steps),
+        })  # fmt: skip
     if one:
         goal = offline.batch1_p50_ms + 2.0
         rows.append({
