@@ -23,6 +23,12 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     sub.choices["predict"].add_argument(
         "--url", default=None, help="ask a running `bertrt serve` (host:port) instead"
     )
+    _serve_parser(sub, common)
+    _repo_parser(sub, common)
+    _loadtest_parser(sub, common)
+
+
+def _serve_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("serve", help="serve a model on Triton Inference Server")
     common(p)
     p.add_argument(
@@ -56,6 +62,11 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
         action="store_true",
         help="CPU instances run at once, the cores split between them",
     )
+    _serve_limits(p)
+
+
+def _serve_limits(p: argparse.ArgumentParser) -> None:
+    """What one request, the queue and a shutdown may cost; what clients may touch."""
     p.add_argument("--no-dynamic-batching", action="store_true")
     p.add_argument(
         "--max-queue-size", type=int, default=256, help="queued requests beyond it are refused"
@@ -82,9 +93,15 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
         "(default: built once under ~/.cache/bertrt)",
     )
 
+
+def _repo_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("triton-repo", help="model repository for NVIDIA's tritonserver container")
     common(p)
-    p.add_argument("--out", required=True, help="repository directory (replaced atomically)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="repository directory: new, empty, or one this command wrote (replaced whole)",
+    )
     p.add_argument(
         "--model", default="onnx-cpu", help="onnx-*, ov-*, cpu or trt-* (default: %(default)s)"
     )
@@ -93,6 +110,8 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("--max-queue-delay-us", type=int, default=2000)
     p.add_argument("--instances", type=int, default=1)
 
+
+def _loadtest_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("loadtest", help="concurrency sweep against a running server")
     common(p)
     p.add_argument("--url", default="localhost:8000")
