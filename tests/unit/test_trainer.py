@@ -292,6 +292,7 @@ LORA_TARGETS: dict[str, tuple[tuple[str, ...], int | None]] = {
     "lora-r8-last4": (_QV, 4),
     "lora-r8-ffn": ((*_QV, "ffn_in", "ffn_out"), None),
     "lora-qkv": (("query", "key", "value"), None),
+    "qlora": ((*_QV, "ffn_in", "ffn_out"), None),  # lora-r8-ffn's, over a 4-bit base
 }
 _SEQ_HEAD = {f"classifier.{m}.{p}" for m in ("dense", "out_proj") for p in ("weight", "bias")}
 HEAD_PARAMETERS = {
@@ -656,6 +657,7 @@ def _train_metrics(preset: str, task: str) -> dict[str, object]:
         "train_samples_per_s": 9.9,
         "rows": {"train": 8, "val": 4, "test": 4},
         "device": {"type": "cpu", "name": "test cpu", "threads": 2, "precision": "fp32"},
+        "peak_memory": {"kind": "rss_peak", "mib": 1234.5, "since": "training start"},
         "task_seen": task,
     }
 
@@ -697,14 +699,15 @@ def test_preset_table_migrates_the_single_task_file_and_keeps_other_tasks(
     assert reason["presets"][0]["test_macro_f1"] == 0.6789
     text = md.read_text()
     assert text.index("## Task `closed`") < text.index("## Task `close-reason`")
-    # old row: no macro-F1 and no wall time recorded, its training loss as log loss
+    # old row: no peak memory, macro-F1 or wall time recorded, its training loss as log loss
     assert (
-        "| lora-r8 | LoRA r=8 on query and value | 74,498 | 0.33% | 43.2 | - | 0.6100 | - | 0.6369 |"
-        in text
+        "| lora-r8 | LoRA r=8 on query and value | 74,498 | 0.33% | - | 43.2 | - | 0.6100 | - "
+        "| 0.6369 |" in text
     )
     head = get_preset("head-only").description
     assert (
-        f"| head-only | {head} | 1,234 | 1.23% | 12.3 | 56.8 | 0.7500 | 0.6789 | 0.6200 |" in text
+        f"| head-only | {head} | 1,234 | 1.23% | 1,234 | 12.3 | 56.8 | 0.7500 | 0.6789 | 0.6200 |"
+        in text
     )
 
     assert script.main(argv) == 0  # type: ignore[attr-defined]  # closed again: replaced, reason kept
@@ -713,6 +716,13 @@ def test_preset_table_migrates_the_single_task_file_and_keeps_other_tasks(
     assert [r["preset"] for r in tables["closed"]["presets"]] == ["head-only", "lora-qkv"]
     assert tables["close-reason"] == reason
     assert md.read_text().count("## Task ") == 2
+
+    # --name: a second table of a task (a few presets compared) next to the task's own
+    assert script.main([*argv, "--name", "closed-qlora"]) == 0  # type: ignore[attr-defined]
+    tables = read_json(js)
+    assert list(tables) == ["closed", "close-reason", "closed-qlora"]
+    assert tables["closed-qlora"]["task"] == "closed" and tables["close-reason"] == reason
+    assert "## Task `closed`: open vs closed (2 classes) — `closed-qlora`" in md.read_text()
 
 
 def test_online_hub_failure_keeps_the_hubs_answer(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,6 +111,7 @@ class Preset:
     alpha: int = 0
     roles: tuple[str, ...] = ()  # which ROLES of each encoder layer get LoRA
     last_layers: int | None = None  # only the last N encoder layers; None = all
+    quantized: bool = False  # QLoRA: the frozen base held in 4-bit NF4 (bertrt.trainer.qlora)
 
     @property
     def is_lora(self) -> bool:
@@ -125,7 +126,8 @@ class Preset:
             return "full fine-tuning (every weight; no adapter)"
         where = ", ".join(_ROLE_WORDS[r] for r in self.roles)
         layers = f" of the last {self.last_layers} layers" if self.last_layers else ""
-        return f"LoRA r={self.rank}, alpha {self.alpha} on {where}{layers}"
+        base = " over a 4-bit NF4 base (QLoRA)" if self.quantized else ""
+        return f"LoRA r={self.rank}, alpha {self.alpha} on {where}{layers}{base}"
 
     def target_regex(self, num_layers: int, architecture: Architecture) -> str:
         """peft ``target_modules`` as a regex (peft full-matches it against module names)."""
@@ -143,6 +145,8 @@ PRESETS: dict[str, Preset] = {
         Preset("lora-r8-last4", rank=8, alpha=16, roles=_QV, last_layers=4),
         Preset("lora-r8-ffn", rank=8, alpha=16, roles=(*_QV, "ffn_in", "ffn_out")),
         Preset("lora-qkv", rank=8, alpha=16, roles=("query", "key", "value")),
+        # lora-r8-ffn's adapter over a base loaded in 4-bit NF4 with double quantization.
+        Preset("qlora", rank=8, alpha=16, roles=(*_QV, "ffn_in", "ffn_out"), quantized=True),
         Preset("head-only", trains="head"),
         Preset("full", trains="full"),
     )

@@ -21,12 +21,14 @@ from bertrt.config import Config
 from bertrt.data import load_split
 from bertrt.data.labels import run_labels
 from bertrt.stages import StageResult, Staging, stage
+from bertrt.trainer import qlora
 from bertrt.trainer.merge import merge_and_verify, portable_adapter_config
 from bertrt.trainer.presets import Preset, resolve_preset
 from bertrt.trainer.train import (
     TrainOutcome,
     device_description,
     fingerprint,
+    load_base,
     stable_subsample,
     train_model,
 )
@@ -43,6 +45,8 @@ def run(config: Config, rundir: RunDir, csv: str | Path | None = None) -> StageR
     """
     cfg = config.train
     preset = resolve_preset(cfg.preset, cfg.lora_rank, cfg.lora_alpha)
+    if preset.quantized:
+        qlora.require()
     with stage(rundir, "train", requires={"data": [rundir.split]}) as out:
         frames = _frames(config, load_split(rundir, csv=csv or config.data.csv))
         key = fingerprint(config, sha256_path(rundir.split))
@@ -110,6 +114,9 @@ def _save_models(
         model.save_pretrained(out.path(rundir.adapter))
         portable_adapter_config(out.path(rundir.adapter), config.model.base)
         tokenizer.save_pretrained(out.path(rundir.adapter))
+    if preset.quantized:
+        model, merge_info = _merge_qlora(config, model, tokenizer, val)
+    elif preset.is_lora:
         check_rows = val.head(MERGE_CHECK_ROWS)
         model, check = merge_and_verify(
             model, tokenizer, check_rows, config.model.max_length, config.train.merge_tolerance
@@ -122,6 +129,24 @@ def _save_models(
     model.float().save_pretrained(out.path(rundir.merged))
     tokenizer.save_pretrained(out.path(rundir.merged))
     return merge_info
+
+
+def _merge_qlora(
+    config: Config, model: Any, tokenizer: Any, val: pd.DataFrame
+) -> tuple[Any, dict[str, Any]]:
+    """The adapter merged into two fresh fp32 loads of the base (one dequantized, one not)."""
+    id2label = model.config.id2label
+    labels = [id2label[i] for i in range(len(id2label))]
+    fresh, original = (load_base(config, labels)[0] for _ in range(2))
+    return qlora.merge_and_verify(
+        model,
+        fresh,
+        original,
+        tokenizer,
+        val,
+        config.model.max_length,
+        config.train.merge_tolerance,
+    )
 
 
 def _lora_block(config: Config, preset: Preset, outcome: TrainOutcome) -> dict[str, Any]:
@@ -172,6 +197,7 @@ def _metrics(
         "seconds_per_epoch": round(sum(timed) / len(timed), 2) if timed else None,
         "wall_s": None,  # the stage's, filled in last
         "device": device_description(outcome.precision),
+        "peak_memory": outcome.peak_memory,  # while training (bertrt.trainer.memory)
         "resumed_from": outcome.resumed_from,
         "config": {"train": asdict(config.train), "model": asdict(config.model)},
     }

@@ -29,6 +29,7 @@ from bertrt.hardware import cpu_flags, cpu_has_native_bf16, cpu_model
 from bertrt.metrics import classification_metrics
 from bertrt.modeling import ATTENTION, model_input_names, resolve_base_model
 from bertrt.trainer.hub import from_pretrained
+from bertrt.trainer.memory import peak_memory
 from bertrt.trainer.presets import Architecture, Preset, architecture_for
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,12 @@ def device_description(precision: str) -> dict[str, Any]:
 
 
 # -- model ----------------------------------------------------------------------
-def load_base(config: Config, labels: Sequence[str]) -> tuple[Any, Any, str]:
+def load_base(
+    config: Config, labels: Sequence[str], nf4_precision: str | None = None
+) -> tuple[Any, Any, str]:
     """The base encoder with a new head of ``len(labels)`` classes, and its tokenizer.
+
+    ``nf4_precision``: load it in 4-bit NF4 computing in that precision (QLoRA).
 
     The architecture is checked on config.json first, so an unsupported base
     stops before its weights are read; a base that is nowhere to be found
@@ -97,8 +102,16 @@ def load_base(config: Config, labels: Sequence[str]) -> tuple[Any, Any, str]:
 
     base = config.model.base
     path = resolve_base_model(base)
-    architecture_for(from_pretrained(AutoConfig, base, path).model_type, base)
+    architecture = architecture_for(from_pretrained(AutoConfig, base, path).model_type, base)
     id2label, label2id = label_maps(labels)
+    quantized: dict[str, Any] = {}
+    if nf4_precision is not None:
+        from bertrt.trainer import qlora
+
+        quantized = {
+            "quantization_config": qlora.quantization_config(nf4_precision, architecture),
+            "device_map": {"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu",
+        }
     model = from_pretrained(
         AutoModelForSequenceClassification,
         base,
@@ -109,6 +122,7 @@ def load_base(config: Config, labels: Sequence[str]) -> tuple[Any, Any, str]:
         # A base that is itself a classifier (another task's head) gets a new head too.
         ignore_mismatched_sizes=True,
         attn_implementation=ATTENTION,
+        **quantized,
     )
     tokenizer = from_pretrained(AutoTokenizer, base, path)
     return model, tokenizer, path
@@ -240,6 +254,7 @@ class TrainOutcome:
     train_seconds: float
     samples_trained: int
     test: dict[str, Any] = field(default_factory=dict)
+    peak_memory: dict[str, Any] = field(default_factory=dict)
 
 
 def _epoch_timer():
@@ -308,7 +323,7 @@ def train_model(
     extra_callbacks: list[Any] | None = None,
 ) -> TrainOutcome:
     """Train on frames["train"], pick the best epoch on frames["val"], score frames["test"]."""
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     cfg = config.train
@@ -316,27 +331,23 @@ def train_model(
     precision = resolve_precision(cfg.precision, cuda)
     print(precision_reason(precision, cuda))
     set_seed(config.seed)
-    model, tokenizer, names, architecture = _prepared_model(config, preset, labels)
+    model, tokenizer, names, architecture = _prepared_model(config, preset, labels, precision)
     counts = parameter_counts(model)
     max_length = config.model.max_length
     train_ds = TokenizedRows(tokenizer, frames["train"], max_length, names)
     val_ds = TokenizedRows(tokenizer, frames["val"], max_length, names, sort=True)
     test_ds = TokenizedRows(tokenizer, frames["test"], max_length, names, sort=True)
     timer = _epoch_timer()
-    trainer = Trainer(
-        model=model,
-        args=_training_arguments(config, output_dir, precision, cuda),
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
-        compute_metrics=_compute_metrics,
-        callbacks=_callbacks(config, [timer, *(extra_callbacks or [])]),
-    )
+    trainer = _trainer(
+        config, model, tokenizer, (train_ds, val_ds), output_dir, precision,
+        [timer, *(extra_callbacks or [])],
+    )  # fmt: skip
     last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if last:
         print(f"resuming from {last}")
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last)
+    with peak_memory() as peak:
+        trainer.train(resume_from_checkpoint=last)
     train_seconds = time.perf_counter() - start
     epochs = _epoch_history(trainer.state.log_history, timer.seconds)
     best = min(epochs, key=lambda e: e["val_loss"]) if epochs else None
@@ -355,15 +366,43 @@ def train_model(
         train_seconds=train_seconds,
         samples_trained=_samples_trained(cfg, trainer, epochs, len(train_ds)),
         test=_test_metrics(trainer, test_ds, precision, labels),
+        peak_memory=peak,
+    )
+
+
+def _trainer(
+    config: Config,
+    model: Any,
+    tokenizer: Any,
+    datasets: tuple[TokenizedRows, TokenizedRows],
+    output_dir: Path,
+    precision: str,
+    callbacks: list[Any],
+) -> Any:
+    """transformers' Trainer over the (train, validation) rows, batches padded per batch."""
+    from transformers import DataCollatorWithPadding, Trainer
+
+    return Trainer(
+        model=model,
+        args=_training_arguments(config, output_dir, precision, torch.cuda.is_available()),
+        train_dataset=datasets[0],
+        eval_dataset=datasets[1],
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+        compute_metrics=_compute_metrics,
+        callbacks=_callbacks(config, callbacks),
     )
 
 
 def _prepared_model(
-    config: Config, preset: Preset, labels: Sequence[str]
+    config: Config, preset: Preset, labels: Sequence[str], precision: str
 ) -> tuple[Any, Any, tuple[str, ...], Architecture]:
     """The model as the preset trains it, its tokenizer, its inputs and its architecture."""
-    base, tokenizer, _ = load_base(config, labels)
+    base, tokenizer, _ = load_base(config, labels, precision if preset.quantized else None)
     names = model_input_names(base, tokenizer)  # before peft wraps forward in **kwargs
+    if preset.quantized:
+        from bertrt.trainer import qlora
+
+        base = qlora.prepare(base)
     model = apply_preset(base, preset)
     counts = parameter_counts(model)
     print(
