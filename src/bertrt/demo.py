@@ -28,13 +28,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.data.text import clean_body, question_text
 from bertrt.errors import BertrtError, ConfigError, UnavailableError
 from bertrt.modeling import clip_text
+
+if TYPE_CHECKING:
+    from bertrt.runners.run_model import RunModel
 
 Fields = dict[str, str]  # a request: {"text": ...}, or {"title": ..., "body": ...}
 Answer = tuple[dict[str, float] | None, str]  # what the page shows: (class -> p, message)
@@ -104,7 +107,7 @@ class InProcess:
     """An activated :class:`~bertrt.runners.run_model.RunModel`; one question at a time
     (a runner's session is not shared between threads)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: RunModel) -> None:
         self.model = model
         self.max_length: int | None = model.max_length
         self.description = f"`{model.name}` ({model.runner.label}), in this process"
