@@ -33,7 +33,7 @@ from bertrt.runners.run_model import RunModel
 from bertrt.scoring.output import rejects_path
 from tests.conftest import REPO, make_trained_run, synthetic_rows, write_csv
 
-SETS = ["--set", "model.max_length=32", "--set", "train.eval_batch_size=16"]
+SETS = ["--set", "model.max_length=32", "--set", "train.eval_batch_size=16", "--set", "threads=1"]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def read_out(path: Path) -> pd.DataFrame:
 def expected(run: RunDir, data: Path) -> np.ndarray:
     """Probabilities of the file's rows through evaluate's reader (the training texts)."""
     frame, _ = load_examples(data, run)
-    config = load_config(None, ["model.max_length=32", "train.eval_batch_size=16"])
+    config = load_config(None, ["model.max_length=32", "train.eval_batch_size=16", "threads=1"])
     with RunModel.open(config, run, "merged") as rm:
         return rm.probabilities(list(frame["text"]))
 
@@ -228,9 +228,11 @@ def test_default_model_is_the_deployment_model(
     assert "onnx" in capsys.readouterr().err
 
 
-def test_sigkill_leaves_no_partial_out(run: RunDir, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_job_leaves_no_partial_out(run: RunDir, tmp_path: Path, sig: int) -> None:
     """IN is a pipe fed one chunk at a time: the job's own progress line says a chunk was
-    written to the temporary file, then the job is SIGKILLed while it waits for more."""
+    written to the temporary file, then the job is killed while it waits for more.
+    SIGTERM unwinds (no temporary file); SIGKILL cannot, and the next job sweeps it."""
     fifo, out = tmp_path / "in.csv", tmp_path / "out.csv"
     os.mkfifo(fifo)
     rows = synthetic_rows(40, seed=3)
@@ -245,11 +247,12 @@ def test_sigkill_leaves_no_partial_out(run: RunDir, tmp_path: Path) -> None:
         writer.writerows(rows[:15])  # one whole chunk, then the pipe stays open
         feed.flush()
         seen = _wait_for_progress(child.stderr, "10row")
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
+        child.send_signal(sig)
+        assert child.wait(timeout=30) == (-sig if sig == signal.SIGKILL else 128 + sig)
     assert seen, "the job never reported its first chunk"
     assert not out.exists()
-    assert [p.name for p in tmp_path.glob(".out.csv.*.partial")]  # what the kill left
+    left = [p.name for p in tmp_path.glob(".out.csv.*.partial")]
+    assert bool(left) == (sig == signal.SIGKILL)  # only SIGKILL leaves one
     data = write_csv(tmp_path / "again.csv", rows)
     done = subprocess.run([*command, "--data", str(data)], cwd=REPO)
     assert done.returncode == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
 
 from bertrt.artifacts import RunDir
@@ -58,6 +59,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (a scheduler stopping the job) unwinds like an error: the temporary OUT is
+    removed and OUT left as it was. Only SIGKILL leaves a temporary file (swept next run)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def predict_file(args: argparse.Namespace, config: Config, rundir: RunDir) -> None:
     """Run one file-scoring job and print its summary line."""
     from bertrt.scoring.job import ScoreOptions, layout_for
@@ -76,6 +87,7 @@ def predict_file(args: argparse.Namespace, config: Config, rundir: RunDir) -> No
         bad_rows=config.data.bad_rows,
         max_bad_fraction=config.data.max_bad_fraction,
     )
+    _exit_on_sigterm()
     if args.engine == "ray":
         from bertrt.scoring.ray_engine import RayOptions, score_with_ray
 

@@ -1,7 +1,7 @@
 """Score a whole file in one process: read a chunk, tokenize, run length-bucketed, append.
 
-Memory is bounded by the chunk, not the file: at most two chunks are alive
-(the one being scored and the one being prepared), and each is written out
+Memory is bounded by the chunk, not the file: at most three chunks are alive
+(the one being scored, one ready and one being prepared), and each is written out
 before the next is read. Inside a chunk :meth:`RunModel.logits` sorts rows by
 token length into batches padded only to their own longest row and puts the
 logits back in row order, so OUT keeps the input's order.
@@ -14,9 +14,11 @@ so the two overlap; docs/scoring.md has what that measured.
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,11 +102,41 @@ def prepared(chunks: Iterator[Chunk], rm: RunModel, overlap: bool) -> Iterator[P
         while (item := prepare()) is not None:
             yield item
         return
-    with ThreadPoolExecutor(1, thread_name_prefix="bertrt-tokenize") as pool:
-        future = pool.submit(prepare)
-        while (item := future.result()) is not None:
-            future = pool.submit(prepare)
+    yield from _ahead(prepare)
+
+
+def _ahead(prepare: Callable[[], Prepared | None]) -> Iterator[Prepared]:
+    """Items of ``prepare()`` (until None) made on a daemon thread, one queued ahead.
+
+    A daemon thread, not a pool: a job stopped while the thread waits on its input
+    (a pipe) must exit without joining it. Its errors are raised here.
+    """
+    ready: queue.Queue[tuple[Prepared | None, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            while not stop.is_set():
+                item = prepare()
+                ready.put((item, None))
+                if item is None:
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            ready.put((None, err))
+
+    threading.Thread(target=work, name="bertrt-tokenize", daemon=True).start()
+    try:
+        while True:
+            item, err = ready.get()
+            if err is not None:
+                raise err
+            if item is None:
+                return
             yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            ready.get_nowait()  # unblock a producer waiting to put
 
 
 def score_file(
