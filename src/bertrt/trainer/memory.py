@@ -40,12 +40,14 @@ def _reset_rss_peak() -> bool:
 
 @contextmanager
 def peak_memory() -> Iterator[dict[str, Any]]:
-    """Yields a dict filled on exit: ``kind``, ``mib`` and, on the CPU, since when."""
+    """Yields a dict filled on exit: ``kind``, ``mib`` and, on the CPU, since when and the
+    resident set when training started."""
     report: dict[str, Any] = {}
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     reset = False if cuda else _reset_rss_peak()
+    start = None if cuda else _status_kib("VmRSS")
     yield report
     if cuda:
         report.update(
@@ -57,4 +59,6 @@ def peak_memory() -> Iterator[dict[str, Any]]:
         kind="rss_peak",
         mib=None if peak is None else round(peak / 1024, 1),
         since="training start" if reset else "process start",
+        # what the process held when training started (libraries, the split's rows)
+        start_mib=None if start is None else round(start / 1024, 1),
     )
