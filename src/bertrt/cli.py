@@ -170,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="merged", choices=EVAL_MODELS, help="(default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
+    _predict_parser(sub)
+    serve_commands.add_parsers(sub, _common)
+    _demo_parser(sub)
+    return parser
+
+
+def _predict_parser(sub: Any) -> None:
+    """`bertrt predict`: one text (--text/--file/--title/--body), or a whole file (--data)."""
     p = sub.add_parser("predict", help="classify one question, or score a whole file (--data)")
     _common(p)
     p.add_argument("--text", default=None, help="the whole text (title and body)")
@@ -185,9 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="(default: merged for one text; the run's deployment model for --data)",
     )
     scoring_commands.add_arguments(p)
-    serve_commands.add_parsers(sub, _common)
-    _demo_parser(sub)
-    return parser
 
 
 def _demo_parser(sub: Any) -> None:
