@@ -293,15 +293,17 @@ def _run(
         start = time.perf_counter()
         progress = Progress(files[0] if len(files) == 1 else options.data, options.progress)
         try:
-            _drain(dataset, sink, probe.labels, options, files, unit, shards, progress)
+            first = _drain(dataset, sink, probe.labels, options, files, unit, shards, progress)
         finally:
             progress.close()
         sink.publish()
+        end = time.perf_counter()
         return ScoreReport(
+            warm=(first[0], end - first[1]) if first else None,
             out=options.out,
             rows=sink.scored,
             skipped=sink.policy.bad,
-            seconds=time.perf_counter() - start,
+            seconds=end - start,
             model=probe.name,
             runner=probe.runner.label,
             engine=f"ray ({pool.workers} worker{'s' if pool.workers > 1 else ''})",
@@ -318,8 +320,13 @@ def _drain(
     unit: str,
     shards: bool,
     progress: Progress,
-) -> None:
-    """Take the scored batches in input order into the sink (rejects, bad-row policy, OUT)."""
+) -> tuple[int, float] | None:
+    """Take the scored batches in input order into the sink (rejects, bad-row policy, OUT).
+
+    Returns the rows after the first batch and when that batch arrived: the actors'
+    start (processes, model load) is over by then (:attr:`ScoreReport.warm`).
+    """
+    first: tuple[int, float] | None = None
     id_name: str | None = None
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         if not len(batch["__row"]):
@@ -344,3 +351,7 @@ def _drain(
             records += rejected(part, files[f], unit, id_name)
         sink.add(columns, records, len(batch["__row"]), id_name)
         progress.advance(len(batch["__row"]), int(batch["__bytes"].max()) if len(files) == 1 else 0)
+        if first is None:
+            first = (-len(batch["__row"]), time.perf_counter())
+        first = (first[0] + len(batch["__row"]), first[1])
+    return first
