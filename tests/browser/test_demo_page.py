@@ -114,8 +114,10 @@ def _classify(driver: Any, text: str) -> str:
     driver.find_element(By.ID, "classify").click()
     _wait(
         driver,
-        lambda d: d.find_element(By.ID, "message").text not in ("", before)
-        and not d.find_elements(By.CSS_SELECTOR, "#label .pending, #message .pending"),
+        lambda d: (
+            d.find_element(By.ID, "message").text not in ("", before)
+            and not d.find_elements(By.CSS_SELECTOR, "#label .pending, #message .pending")
+        ),
         f"the message to change from {before!r}",
     )
     return str(driver.find_element(By.ID, "message").text)
