@@ -26,6 +26,7 @@ from bertrt.bench.results import AccuracyRow, Backend, BenchResults, ModelInfo, 
 from bertrt.bench.timing import (
     MIN_ITERATIONS,
     MIN_REPEATS,
+    Budget,
     ShapeTimer,
     TimingPlan,
     fit_to_budget,
@@ -484,3 +485,13 @@ def test_the_latency_budget_cuts_iterations_then_rounds_never_below_the_floors()
     # A budget no plan can meet still keeps enough to report a median.
     tiny = fit_to_budget(_timers_costing([1000.0, 2000.0], plan), plan.repeats, 1.0)
     assert tiny.repeats == MIN_REPEATS and tiny.planned_s > 1.0
+
+
+def test_rounds_stop_when_the_next_would_pass_the_budget() -> None:
+    """The warm-up's estimate is not trusted alone: a machine slower than it said stops early."""
+    budget = Budget(10.0, 6, 5.0, 5.0, 0, 4)
+    assert not budget.over(spent_s=8.0, done=2)  # below the floor of rounds: always go on
+    assert not budget.over(spent_s=6.0, done=3)  # 8 s after a fourth round
+    assert budget.over(spent_s=9.0, done=3)  # 12 s after a fourth
+    assert not Budget(None, 6, 5.0, 5.0, 0, 4).over(spent_s=1e9, done=5)
+    assert budget.ran(4, 9.04).to_dict()["rounds_run"] == 4

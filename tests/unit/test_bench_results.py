@@ -273,6 +273,8 @@ RESULTS_SCHEMA: dict[str, Any] = {
         "unfitted_s": "float",
         "cells_cut": "int",
         "cells": "int",
+        "rounds_run": "int",
+        "spent_s": "float",
     },
 }
 

@@ -374,7 +374,7 @@ def _header(results: BenchResults) -> list[str]:
     model = results.model
     steal = m.get("cpu_steal_percent_latency_phase")
     budget = results.latency_budget or {}
-    repeats = budget.get("repeats", results.settings.repeats)
+    repeats = budget.get("rounds_run") or budget.get("repeats", results.settings.repeats)
     return [
         "# Benchmark results",
         "",
@@ -401,10 +401,16 @@ def _budget_line(budget: dict[str, Any]) -> list[str]:
     """What bench.latency_budget_s bought: a reader should know when figures rest on less."""
     if not budget or budget.get("budget_s") is None:
         return []
+    ran = (
+        f" The rounds took {budget['spent_s']:.0f} s; {budget['rounds_run']} of "
+        f"{budget['repeats']} ran (the rest would have passed the budget at the pace measured)."
+        if budget.get("rounds_run") is not None
+        else ""
+    )
     if not budget["cells_cut"] and budget["planned_s"] >= budget["unfitted_s"]:
         return [
             f"Latency budget {budget['budget_s']:.0f} s: the configured rounds "
-            f"({budget['unfitted_s']:.0f} s, estimated from the warm-up) fit it.",
+            f"({budget['unfitted_s']:.0f} s, estimated from the warm-up) fit it." + ran,
             "",
         ]
     return [
@@ -412,7 +418,7 @@ def _budget_line(budget: dict[str, Any]) -> list[str]:
         f"rounds would have taken {budget['unfitted_s']:.0f} s (estimated from the warm-up); "
         f"iterations per round were cut in {budget['cells_cut']} of {budget['cells']} "
         f"(runner, shape) cells and the rounds to {budget['repeats']}, an estimated "
-        f"{budget['planned_s']:.0f} s.",
+        f"{budget['planned_s']:.0f} s." + ran,
         "",
     ]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,7 +249,7 @@ def _measure_all(
                 active[cand.label] = (runner, timers)
         every_timer = [t for _, timers in active.values() for t in timers.values()]
         budget = fit_to_budget(every_timer, plan.repeats, cfg.latency_budget_s)
-        _time_rounds(active, found, budget.repeats)
+        budget = _time_rounds(active, found, budget)
         for label in list(active):
             with _failures(found, label, active):
                 logits[label] = acc.predict(active[label][0], eval_set)
@@ -261,14 +262,23 @@ def _measure_all(
     return latency, logits, runners, budget
 
 
-def _time_rounds(active: Active, found: Discovery, repeats: int) -> None:
-    """Round r of every (runner, shape) before round r + 1 of any."""
-    total = sum(len(t) for _, t in active.values()) * max(repeats, 1)
+def _time_rounds(active: Active, found: Discovery, budget: Budget) -> Budget:
+    """Round r of every (runner, shape) before round r + 1 of any, as many rounds as the
+    budget allows: the warm-up's estimate is only as good as the load it ran under, so
+    after each round the rest is projected from the rounds' own time, and the rounds stop
+    (never before :data:`~bertrt.bench.timing.MIN_REPEATS`) when the next would overrun."""
+    total = sum(len(t) for _, t in active.values()) * max(budget.repeats, 1)
+    start, done = time.perf_counter(), 0
     with tqdm(total=total, desc="latency (interleaved rounds)", unit="round") as bar:
-        for _ in range(max(repeats, 1)):
+        for _ in range(max(budget.repeats, 1)):
             for label in list(active):
                 with _failures(found, label, active):
                     interleave(list(active[label][1].values()), 1, lambda: bar.update(1))
+            done += 1
+            spent = time.perf_counter() - start
+            if budget.over(spent, done):
+                break
+    return budget.ran(done, time.perf_counter() - start)
 
 
 @contextlib.contextmanager

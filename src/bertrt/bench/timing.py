@@ -25,7 +25,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -173,6 +173,18 @@ class Budget:
     unfitted_s: float  # what the configured iterations and repeats would have cost
     cells_cut: int  # (runner, shape) cells whose iterations per round were reduced
     cells: int
+    # Filled in once the rounds ran: how many, and how long they took.
+    rounds_run: int | None = None
+    spent_s: float | None = None
+
+    def over(self, spent_s: float, done: int) -> bool:
+        """Whether one more round, at the pace of the ``done`` so far, would pass the budget."""
+        if self.budget_s is None or done < MIN_REPEATS:
+            return False
+        return spent_s * (done + 1) / done > self.budget_s
+
+    def ran(self, rounds: int, spent_s: float) -> Budget:
+        return replace(self, rounds_run=rounds, spent_s=round(spent_s, 1))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
