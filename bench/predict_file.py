@@ -19,8 +19,10 @@ real test rows, and measures on it, one after another:
    tiny model, so a million rows take minutes; the pipeline is the same code).
 
 Rows/s leave out loading the model in one process; the Ray figures include
-starting the actors (seconds on a 100,000-row file) and are also given from
-the first scored batch on, once the actors are up. Each figure records the
+starting the actors (seconds on a 100,000-row file). ``--paired-rounds``
+also times the reference and ``predict --data`` on exactly the test rows,
+back to back, round after round: the fairest ratio on a machine whose load
+drifts. Each figure records the
 1-minute load average before and after it: a shared machine makes them slower,
 so compare only figures taken together. Prints a markdown table and writes JSON.
 """
@@ -59,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--model", default=None, help="(default: the run's deployment model)")
-    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--rows", type=int, default=100_000, help="(0 skips the throughput rows)")
     p.add_argument(
         "--reference-rows",
         type=int,
@@ -73,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=20_000,
         help="rows of the run without the tokenizer thread (0 skips)",
     )
+    p.add_argument("--paired-rounds", type=int, default=3, help="reference vs predict rounds")
     p.add_argument("--memory-rows", default="10000,1000000")
     p.add_argument("--memory-run", default=None, help="run for the memory part (default --run-dir)")
     p.add_argument("--memory-model", default=None, help="(default: --model)")
@@ -145,7 +148,6 @@ def from_report(report: ScoreReport) -> dict[str, Any]:
         "rows": report.rows,
         "rows_per_s": report.rows_per_s,
         "seconds": report.seconds,
-        "warm_rows_per_s": report.warm_rows_per_s,
         "model": report.model,
         "runner": report.runner,
     }
@@ -199,15 +201,23 @@ def table(results: dict[str, Any]) -> str:
         f"CPU: {machine['cpu']} ({machine['cores']} usable cores; {', '.join(machine['isa']) or 'no AVX-512/AMX'}); "
         f"model {results['model']} ({results['runner']}), max_length {results['max_length']}, batch {results['batch_size']}",
         "",
-        "| path | rows | rows/s | vs offline e2e | Ray: rows/s after the first batch (vs e2e) | load (1-min, before/after) |",
-        "|---|---|---|---|---|---|",
+        "| path | rows | rows/s | vs offline e2e | load (1-min, before/after) |",
+        "|---|---|---|---|---|",
     ]
     for r in results["throughput"]:
-        warm = r.get("warm_rows_per_s")
-        shown = f"{warm:.1f} ({warm / reference:.0%})" if warm else ""
         lines.append(
-            f"| {r['name']} | {r['rows']:,} | {r['rows_per_s']:.1f} | {r['rows_per_s'] / reference:.0%} | {shown} | {r['load_before']} / {r['load_after']} |"
+            f"| {r['name']} | {r['rows']:,} | {r['rows_per_s']:.1f} | {r['rows_per_s'] / reference:.0%} | {r['load_before']} / {r['load_after']} |"
         )
+    if results.get("paired"):
+        lines += [
+            "",
+            "| round (same test rows, back to back) | offline e2e rows/s | predict --data rows/s | ratio | load |",
+            "|---|---|---|---|---|",
+        ]
+        for i, (ref, got) in enumerate(results["paired"], start=1):
+            lines.append(
+                f"| {i} | {ref['rows_per_s']:.1f} | {got['rows_per_s']:.1f} | {got['rows_per_s'] / ref['rows_per_s']:.0%} | {ref['load_before']} / {got['load_after']} |"
+            )
     if results["memory"]:
         lines += [
             "",
@@ -227,7 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     run, tmp = RunDir(args.run_dir), Path(args.tmp)
     ids = {int(i) for i in read_split(run)["splits"]["test"]}
     texts = list(load_split(run, ("test",), csv=args.data)["test"]["text"])[: args.reference_rows]
-    data = repeated_file(Path(args.data), ids, args.rows, tmp / f"rows-{args.rows}.csv")
     results: dict[str, Any] = {
         "machine": {
             "cpu": cpu_model(),
@@ -245,12 +254,27 @@ def main(argv: list[str] | None = None) -> int:
         "max_length": config.model.max_length,
         "batch_size": config.train.eval_batch_size,
     }
+    rows = [ref, *(throughput(args, config, run, ids, tmp) if args.rows else [])]
+    results["throughput"] = rows
+    results["paired"] = paired(args, config, run, texts, ids, tmp)
+    results["recorded_bench_e2e"] = recorded_e2e(run)
+    results["memory"] = memory(args, ids, tmp)
+    path = Path(args.json or tmp / "predict_file.json")
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(table(results))
+    print(f"\n(JSON: {path})")
+    return 0
+
+
+def throughput(
+    args: argparse.Namespace, config: Config, run: RunDir, ids: set[int], tmp: Path
+) -> list[dict[str, Any]]:
+    """predict --data on the --rows file (one process, then Ray) and the tokenizer thread
+    on and off on the --no-overlap-rows file."""
+    data = repeated_file(Path(args.data), ids, args.rows, tmp / f"rows-{args.rows}.csv")
+    name = "predict --data, one process"
     rows = [
-        ref,
-        measured(
-            "predict --data, one process",
-            lambda: single(config, run, args.model, data, tmp / "out.parquet", True),
-        ),
+        measured(name, partial(single, config, run, args.model, data, tmp / "out.parquet", True))
     ]
     if args.no_overlap_rows:
         small = repeated_file(
@@ -271,14 +295,30 @@ def main(argv: list[str] | None = None) -> int:
                 partial(on_ray, config, run, args.model, data, tmp / "ray.parquet", workers),
             )
         )
-    results["throughput"] = rows
-    results["recorded_bench_e2e"] = recorded_e2e(run)
-    results["memory"] = memory(args, ids, tmp)
-    path = Path(args.json or tmp / "predict_file.json")
-    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(table(results))
-    print(f"\n(JSON: {path})")
-    return 0
+    return rows
+
+
+def paired(
+    args: argparse.Namespace,
+    config: Config,
+    run: RunDir,
+    texts: list[str],
+    ids: set[int],
+    tmp: Path,
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Reference e2e and predict --data over the same test rows, alternating."""
+    data = repeated_file(Path(args.data), ids, len(texts), tmp / f"rows-{len(texts)}.csv")
+    rounds = []
+    for _ in range(args.paired_rounds):
+        ref = measured(
+            "paired: offline e2e", partial(reference_e2e, config, run, args.model, texts)
+        )
+        got = measured(
+            "paired: predict --data",
+            partial(single, config, run, args.model, data, tmp / "out.parquet", True),
+        )
+        rounds.append((ref, got))
+    return rounds
 
 
 def memory(args: argparse.Namespace, ids: set[int], tmp: Path) -> list[dict[str, Any]]:

@@ -50,19 +50,10 @@ class ScoreReport:
     runner: str
     engine: str = "local"
     rejects: Path | None = None
-    # Ray: (rows after the first batch, seconds after it), i.e. once the actors are up
-    warm: tuple[int, float] | None = None
 
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
-
-    @property
-    def warm_rows_per_s(self) -> float | None:
-        """Rows/s after the first batch (Ray: leaves out starting the actors)."""
-        if self.warm is None or self.warm[1] <= 0:
-            return None
-        return self.warm[0] / self.warm[1]
 
     def summary(self) -> str:
         skipped = f"; skipped {self.skipped} bad rows (see {self.rejects})" if self.skipped else ""

@@ -293,17 +293,15 @@ def _run(
         start = time.perf_counter()
         progress = Progress(files[0] if len(files) == 1 else options.data, options.progress)
         try:
-            first = _drain(dataset, sink, probe.labels, options, files, unit, shards, progress)
+            _drain(dataset, sink, probe.labels, options, files, unit, shards, progress)
         finally:
             progress.close()
         sink.publish()
-        end = time.perf_counter()
         return ScoreReport(
-            warm=(first[0], end - first[1]) if first else None,
             out=options.out,
             rows=sink.scored,
             skipped=sink.policy.bad,
-            seconds=end - start,
+            seconds=time.perf_counter() - start,
             model=probe.name,
             runner=probe.runner.label,
             engine=f"ray ({pool.workers} worker{'s' if pool.workers > 1 else ''})",
@@ -320,13 +318,8 @@ def _drain(
     unit: str,
     shards: bool,
     progress: Progress,
-) -> tuple[int, float] | None:
-    """Take the scored batches in input order into the sink (rejects, bad-row policy, OUT).
-
-    Returns the rows after the first batch and when that batch arrived: the actors'
-    start (processes, model load) is over by then (:attr:`ScoreReport.warm`).
-    """
-    first: tuple[int, float] | None = None
+) -> None:
+    """Take the scored batches in input order into the sink (rejects, bad-row policy, OUT)."""
     id_name: str | None = None
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         if not len(batch["__row"]):
@@ -351,7 +344,3 @@ def _drain(
             records += rejected(part, files[f], unit, id_name)
         sink.add(columns, records, len(batch["__row"]), id_name)
         progress.advance(len(batch["__row"]), int(batch["__bytes"].max()) if len(files) == 1 else 0)
-        if first is None:
-            first = (-len(batch["__row"]), time.perf_counter())
-        first = (first[0] + len(batch["__row"]), first[1])
-    return first
