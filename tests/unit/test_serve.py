@@ -834,6 +834,7 @@ def test_the_served_models_config_is_tritons_schema_with_the_run_settings(
     assert parsed.instance_group[0].count == 2
     assert parsed.dynamic_batching.max_queue_delay_microseconds == 0
     assert parsed.dynamic_batching.default_queue_policy.max_queue_size == 8
+    assert list(parsed.dynamic_batching.preferred_batch_size) == [1]  # a CPU model: one request
     settings = json.loads(parsed.parameters["bertrt"].string_value)
     assert settings == {
         "run_dir": str(exported_run.root.resolve()),
@@ -882,7 +883,8 @@ def test_a_tensorrt_models_batches_stay_within_its_engine_profile(
                       "0" * 64, 1.0)  # fmt: skip
     write_meta(run.engine_meta("int8"), meta)
     config = load_config(None, [])
-    assert model_config(config, run, "trt-int8", ServeOptions(max_batch=32), 2).max_batch_size == 8
+    trt = model_config(config, run, "trt-int8", ServeOptions(max_batch=32), 2)
+    assert trt.max_batch_size == 8 and not trt.dynamic_batching.preferred_batch_size
     assert model_config(config, run, "trt-int8", ServeOptions(max_batch=4), 2).max_batch_size == 4
     assert model_config(config, exported_run, "onnx-fp32", ServeOptions(), 2).max_batch_size == 32
 
@@ -931,6 +933,7 @@ def test_a_triton_that_exits_before_ready_is_one_line_naming_why() -> None:
         ({"max_queue_size": 0}, "--max-queue-size 0: must be at least 1"),
         ({"max_request_bytes": 0}, "--max-request-bytes 0: must be at least 1"),
         ({"drain_s": -5}, "--drain-s -5: must be at least 0"),
+        ({"preferred_batch": -1}, "--preferred-batch -1: must be at least 0"),
         ({"host": "example.com"}, "--host 'example.com': give an IP address"),
         ({"http_port": 70000}, "--http-port 70000: a port is 1 to 65535"),
         ({"grpc_port": 8000}, "--grpc-port 8000: the same port as --http-port"),

@@ -69,6 +69,13 @@ def _serve_limits(p: argparse.ArgumentParser) -> None:
     """What one request, the queue and a shutdown may cost; what clients may touch."""
     p.add_argument("--no-dynamic-batching", action="store_true")
     p.add_argument(
+        "--preferred-batch",
+        type=int,
+        default=None,
+        help="rows Triton aims for per execution (default: 1 for a CPU model, one request at "
+        "a time; as many as queued for TensorRT; 0: as many as queued)",
+    )
+    p.add_argument(
         "--max-queue-size", type=int, default=256, help="queued requests beyond it are refused"
     )
     p.add_argument(
@@ -135,6 +142,7 @@ def serve_command(args: argparse.Namespace, config: Config, run: RunDir) -> None
         instances=args.instances,
         parallel_instances=args.parallel_instances,
         dynamic_batching=not args.no_dynamic_batching,
+        preferred_batch=args.preferred_batch,
         max_queue_size=args.max_queue_size,
         stub_env=Path(args.stub_env) if args.stub_env else None,
         drain_s=args.drain_s,

@@ -102,6 +102,10 @@ class ServeOptions:
     instances: int = 2
     parallel_instances: bool = False  # CPU instances run at once instead of taking turns
     dynamic_batching: bool = True
+    # Rows Triton should aim for per execution (its preferred_batch_size); None: 1 for a CPU
+    # model (one request per execution: batching bought no throughput on the CPU and cost
+    # tail latency, docs/serving.md), Triton's own (as many as queued) for TensorRT; 0: Triton's.
+    preferred_batch: int | None = None
     max_queue_size: int = 256  # beyond it requests are rejected at once, not queued
     stub_env: Path | None = None  # None: stub_env.ensure_stub_env()'s choice
     drain_s: int = DRAIN_SECONDS  # also how long a stop takes once a model stub is dead
@@ -121,6 +125,7 @@ class ServeOptions:
                         "--max-queue-size": self.max_queue_size,
                         "--max-request-bytes": self.max_request_bytes}, 1)  # fmt: skip
         check_at_least({"--max-queue-delay-us": self.max_queue_delay_us,
+                        "--preferred-batch": self.preferred_batch or 0,
                         "--drain-s": self.drain_s}, 0)  # fmt: skip
 
 
@@ -175,6 +180,13 @@ def takes_turns(options: ServeOptions, model: str) -> bool:
     return options.instances > 1 and not options.parallel_instances and not model.startswith("trt-")
 
 
+def preferred_batch(options: ServeOptions, model: str) -> int:
+    """Triton's preferred batch size for ``model`` (0: none, batches as large as queued)."""
+    if options.preferred_batch is not None:
+        return options.preferred_batch
+    return 0 if model.startswith("trt-") else 1
+
+
 def instance_threads(config: Config, instances: int, turns: bool = False) -> int:
     """Intra-op threads per Triton instance: every core when they take turns, else a share."""
     return config.threads or max(1, usable_cores() // (1 if turns else instances))
@@ -206,6 +218,9 @@ def model_config(
     if options.dynamic_batching:
         out.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
         out.dynamic_batching.default_queue_policy.max_queue_size = options.max_queue_size
+        preferred = preferred_batch(options, model)
+        if preferred:
+            out.dynamic_batching.preferred_batch_size.append(min(preferred, max_batch))
     settings = {
         "run_dir": str(run.root.resolve()),
         "model": model,
