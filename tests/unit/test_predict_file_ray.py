@@ -18,6 +18,7 @@ import pytest
 from bertrt.artifacts import RunDir
 from bertrt.config import load_config
 from bertrt.data.stream import Layout
+from bertrt.errors import DataError
 from bertrt.scoring.job import ScoreOptions
 from bertrt.scoring.local import score_file
 from bertrt.scoring.output import rejects_path
@@ -104,3 +105,22 @@ def test_ray_rejects_match_single_process(run: RunDir, tmp_path: Path, local_ray
     local = rejects_path(tmp_path / "one.parquet").read_text(encoding="utf-8")
     remote = rejects_path(out).read_text(encoding="utf-8")
     assert local == remote and json.loads(local)["row"] == 4
+
+
+def test_ray_worker_error_is_the_one_line_message(
+    run: RunDir, tmp_path: Path, local_ray: None
+) -> None:
+    """An unbalanced quote deep in the file is found by the read task on a worker; the
+    job fails with the reader's one line (file, data row), not Ray's traceback text."""
+    config = load_config(None, CONFIG)
+    data = write_csv(tmp_path / "in.csv", synthetic_rows(40, seed=14))
+    text = data.read_text(encoding="utf-8")
+    at = text.index("\n1030,")
+    data.write_text(text[:at] + '\n"1030,' + text[at + 6 :], encoding="utf-8")
+    out = tmp_path / "out.csv"
+    with pytest.raises(DataError) as caught:
+        score_with_ray(config, run, options(data, out), "merged", RayOptions(workers=1))
+    message = str(caught.value)
+    assert message.startswith(f"{data}: cannot be parsed as CSV: data row 31")
+    assert "\n" not in message and "UDF" not in message and "Traceback" not in message
+    assert not out.exists() and not list(tmp_path.glob(".out.csv.*"))

@@ -37,7 +37,7 @@ from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.data.generic import FORMATS
 from bertrt.data.stream import Chunk, Layout, read_chunks, unit_of
-from bertrt.errors import ConfigError, DataError, UnavailableError
+from bertrt.errors import BertrtError, ConfigError, DataError, UnavailableError
 from bertrt.hardware import usable_cores
 from bertrt.metrics import softmax
 from bertrt.runners.run_model import RunModel
@@ -228,12 +228,35 @@ def score_with_ray(
     files = input_files(options.data)
     probe = RunModel.open(config, run, model, static_shapes=False)  # fails fast, not activated
     shards = ray_options.shards if ray_options.shards is not None else bool(ray_options.address)
+    for path in files:  # a missing column or unreadable file: one line now, not from a worker
+        next(read_chunks(path, options.layout, 1), None)
     stop, pool = _start_ray(ray, ray_options, probe.name, config)
     try:
         return _run(ray, config, run, options, probe, files, pool, shards)
+    except Exception as err:
+        cause = _user_cause(err)
+        if cause is None:
+            raise
+        # The worker's one-line message, without the retry advice Ray appends on new lines.
+        raise type(cause)(str(cause).splitlines()[0]) from None
     finally:
         if stop:
             ray.shutdown()
+
+
+def _user_cause(err: BaseException) -> BertrtError | None:
+    """The project's error (bad row, quote, ...) a Ray task raised, out of Ray's wrappers."""
+    from ray.exceptions import RayTaskError
+
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, BertrtError) and not isinstance(current, RayTaskError):
+            return current
+        nested = getattr(current, "cause", None)
+        current = nested if isinstance(nested, BaseException) else current.__cause__
+    return None
 
 
 def _dataset(
