@@ -30,7 +30,7 @@ from typing import IO, Any
 import pandas as pd
 
 from bertrt.data.generic import FORMATS, row_text
-from bertrt.data.kaggle import parse_dates, show
+from bertrt.data.kaggle import allow_long_cells, parse_dates, show
 from bertrt.data.stage import build_texts
 from bertrt.errors import DataError, UnavailableError
 
@@ -231,6 +231,7 @@ def _add_feature_words(chunk: Chunk, values: list[dict[str, Any]], layout: Layou
 
 
 def _csv_chunks(path: Path, layout: Layout, chunk_rows: int) -> Iterator[Chunk]:
+    allow_long_cells()  # a valid cell may be longer than the csv module's default limit
     with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         reader = csv.reader(fh, strict=True)
         header = _csv_header(path, reader)
