@@ -29,7 +29,7 @@ install:
 	$(PYTHON) -m pip install -e .
 
 dev: install
-	$(PYTHON) -m pip install -e '.[dev,serve,demo,qlora]'
+	$(PYTHON) -m pip install -e '.[dev,serve,demo,qlora,scale]'
 	# The stubs' metadata requires the full tensorrt package (NVIDIA's index): skip deps.
 	$(PYTHON) -m pip install --no-deps tensorrt-stubs==10.13.0.35.1
 	# The live-server tests (tests/unit/test_serve.py): see serve-deps, serve-env.
