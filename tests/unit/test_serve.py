@@ -475,8 +475,10 @@ def live(exported_run: RunDir, tmp_path_factory: pytest.TempPathFactory) -> Iter
     server = _start_server(exported_run, log, "--max-queue-size", str(QUEUE))
     try:
         yield server
-    finally:
-        if server.process.poll() is None:
+    finally:  # SIGTERM, so bertrt serve removes its temporary repository; SIGKILL if it hangs
+        try:
+            server.stop()
+        except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
 
