@@ -33,13 +33,13 @@ def evaluate_file(config: Config, run: RunDir, csv_path: str | Path, model: str)
     without labels (`bertrt import` of an unlabelled file) has nothing to score
     against: refused in one line, before any model is loaded.
     """
+    scorer = RunModel.open(config, run, model)  # the model is checked first, not yet loaded
     if not run_is_labelled(run):
         raise ConfigError(
             f"evaluate: {run.split} records an unlabelled file (text columns only), so there "
             "is no accuracy to compute; `bertrt bench` reports each model's agreement with "
             "PyTorch fp32 instead, `bertrt predict` scores single texts"
         )
-    scorer = RunModel.open(config, run, model)
     frame, skipped = load_examples(
         csv_path, run, config.data.bad_rows, config.data.max_bad_fraction
     )
