@@ -44,10 +44,11 @@ from bertrt.artifacts import RunDir, write_json, write_text
 from bertrt.config import load_config
 from bertrt.data import load_split
 from bertrt.hardware import usable_cores
+from bertrt.runners.run_model import deployment_model
 from bertrt.serve.client import open_direct
 from bertrt.serve.loadtest import Offline, Step, targets, targets_markdown
 from bertrt.serve.model import load_served
-from bertrt.serve.server import default_model, instance_threads
+from bertrt.serve.server import instance_threads
 
 BERTRT = [sys.executable, "-m", "bertrt"]
 MODES = ("serve=", "one-instance=--instances 1", "no-batching=--no-dynamic-batching")
@@ -111,7 +112,7 @@ def offline(args: argparse.Namespace) -> Offline:
     """The served model in this process, no server: the baseline of the targets."""
     run = RunDir(args.run_dir)
     config = load_config(None, args.set)
-    model = args.model or default_model(run)
+    model = args.model or deployment_model(run)
     texts = list(load_split(run, ("test",))["test"]["text"])[: args.requests]
     served = load_served(run, model, instance_threads(config, 1), config.model.max_length)
     try:

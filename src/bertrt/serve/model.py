@@ -31,7 +31,8 @@ from bertrt.metrics import softmax
 from bertrt.runners.base import Runner
 from bertrt.runners.batching import pad_rows, tokenize_unpadded
 from bertrt.runners.registry import runner_for_model
-from bertrt.serve.texts import RequestError, TextOptions, build_texts, load_run_tokenizer
+from bertrt.runners.run_model import run_tokenizer
+from bertrt.serve.texts import RequestError, TextOptions, build_texts
 
 SETTINGS_PARAMETER = "bertrt"  # the model configuration parameter the server's stub reads
 WARMUP_TEXT = "How do I read a file line by line in Python?\nI tried open() but it fails."
@@ -124,7 +125,7 @@ def load_served(
     runner = runner_for_model(run, model, threads=threads, stage="serve", static_shapes=False)
     served = ServedModel(
         runner,
-        load_run_tokenizer(run),
+        run_tokenizer(run),
         max_length,
         TextOptions.of(run, max_request_bytes),
         run_labels(run),

@@ -53,7 +53,7 @@ from bertrt.config import Config
 from bertrt.data.labels import run_labels
 from bertrt.errors import BertrtError, UnavailableError
 from bertrt.hardware import usable_cores
-from bertrt.runners.registry import tensorrt_unavailable
+from bertrt.runners.run_model import deployment_model
 from bertrt.serve.client import open_direct
 from bertrt.serve.model import SETTINGS_PARAMETER, load_served
 from bertrt.serve.preflight import (
@@ -88,7 +88,7 @@ MAX_REQUEST_BYTES = 1 << 20  # default: the text of one request, all its rows to
 
 @dataclass(frozen=True)
 class ServeOptions:
-    model: str | None = None  # None: default_model(run)
+    model: str | None = None  # None: the run's deployment_model(run)
     host: str = "127.0.0.1"  # what HTTP, gRPC and metrics bind: this machine only by default
     http_port: int = 8000
     grpc_port: int = 8001
@@ -127,14 +127,6 @@ class ServeOptions:
         check_at_least({"--max-queue-delay-us": self.max_queue_delay_us,
                         "--preferred-batch": self.preferred_batch or 0,
                         "--drain-s": self.drain_s}, 0)  # fmt: skip
-
-
-def default_model(run: RunDir) -> str:
-    """``trt-int8`` where its engine exists and TensorRT runs here; else the run's `cpu`
-    model (cpu.json: whichever runtime calibrate found fastest on the CPU), else ``onnx-cpu``."""
-    if run.engine("int8").is_file() and tensorrt_unavailable() is None:
-        return "trt-int8"
-    return "cpu" if run.cpu_choice.is_file() else "onnx-cpu"
 
 
 @dataclass(frozen=True)
@@ -488,7 +480,7 @@ def _prepare(
     the model (loaded and run once here, so a model that cannot run is one line)."""
     options.check()
     check_ports_free(options.host, options.ports)
-    model = options.model or default_model(run)
+    model = options.model or deployment_model(run)
     install = TritonInstall.find()
     stub_python = ensure_stub_env(options.stub_env) or Path(sys.prefix)
     threads = instance_threads(config, options.instances, takes_turns(options, model))

@@ -19,8 +19,6 @@ import numpy as np
 from bertrt.artifacts import RunDir
 from bertrt.data import read_split
 from bertrt.data.text import clean_body, question_text
-from bertrt.errors import MissingArtifactError
-from bertrt.modeling import load_tokenizer
 
 TEXT_INPUTS = ("text", "title", "body")
 
@@ -39,15 +37,6 @@ class TextOptions:
     @classmethod
     def of(cls, run: RunDir, max_request_bytes: int | None = None) -> TextOptions:
         return cls(str(read_split(run)["text"].get("code_blocks", "keep")), max_request_bytes)
-
-
-def load_run_tokenizer(run: RunDir) -> Any:
-    """The tokenizer saved with the merged model: the one the model was trained with."""
-    if not (run.merged / "tokenizer_config.json").is_file():
-        raise MissingArtifactError(
-            f"{run.merged} has no tokenizer; run `bertrt train --run-dir {run.root}` first"
-        )
-    return load_tokenizer(run.merged)
 
 
 def request_bytes(request: Mapping[str, Any]) -> int:
