@@ -712,10 +712,8 @@ def _closed_loop(url: str, seconds: float, out: list[float]) -> None:
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_live_server_never_stalls_half_a_second(live: Live, concurrency: int) -> None:
     """Closed-loop clients on the tiny model: with one instance, Triton 2.51's batcher slept its
-    500 ms idle wait on ~1 request in 12 here (p99 502 ms); at most 1 in 40 may now take
-    400 ms. With other jobs loading both cores, 4 of 767 and 16 of 939 did at concurrency 4
-    (docs/serving.md): the allowance holds the systematic stall out, not a loaded machine's
-    rare one."""
+    500 ms idle wait on ~1 request in 12 here (p99 502 ms); none may now take 400 ms
+    (a 0.5 % allowance for a busy machine's hiccups)."""
     latencies: list[float] = []
     threads = [
         threading.Thread(target=_closed_loop, args=(live.url, 4.0, latencies))
@@ -726,7 +724,7 @@ def test_live_server_never_stalls_half_a_second(live: Live, concurrency: int) ->
     for t in threads:
         t.join(timeout=60)
     stalled = [x for x in latencies if x >= 0.4]
-    assert len(latencies) > 100 and len(stalled) <= len(latencies) // 40, (
+    assert len(latencies) > 100 and len(stalled) <= len(latencies) // 200, (
         f"{len(stalled)} of {len(latencies)} requests took >= 400 ms"
     )
 
