@@ -407,14 +407,21 @@ def _json_type(value: Any) -> str:
     return "number"
 
 
-def _read_parquet(path: Path, wanted: list[str]) -> _Cells:
-    """A Parquet file through pandas; pyarrow is an optional dependency (the parquet extra)."""
+def parquet_module(path: Path) -> Any:
+    """``pyarrow.parquet``, or one line (exit 3) naming ``path`` and the install: pyarrow is
+    an optional dependency (the parquet extra)."""
     try:
         import pyarrow.parquet as pq
     except ImportError as err:
         raise UnavailableError(
             f"{path}: reading Parquet needs pyarrow, which is not installed: pip install pyarrow"
         ) from err
+    return pq
+
+
+def _read_parquet(path: Path, wanted: list[str]) -> _Cells:
+    """A Parquet file through pandas; pyarrow is an optional dependency (the parquet extra)."""
+    pq = parquet_module(path)
     try:
         columns = [str(name) for name in pq.read_schema(path).names]
         _refuse_repeated(path, columns, wanted)

@@ -29,10 +29,10 @@ from typing import IO, Any
 
 import pandas as pd
 
-from bertrt.data.generic import FORMATS, row_text
+from bertrt.data.generic import FORMATS, parquet_module, row_text
 from bertrt.data.kaggle import allow_long_cells, parse_dates, show
 from bertrt.data.stage import build_texts
-from bertrt.errors import DataError, UnavailableError
+from bertrt.errors import DataError
 
 DEFAULT_CHUNK_ROWS = 4096
 # The Kaggle columns the feature words are made of (data.features_in_text).
@@ -120,9 +120,7 @@ def total_rows(path: Path) -> int | None:
     """The row count where the file knows it without reading every row (Parquet), else None."""
     if file_format(path) != "Parquet":
         return None
-    import pyarrow.parquet as pq
-
-    return int(pq.ParquetFile(path).metadata.num_rows)
+    return int(parquet_module(path).ParquetFile(path).metadata.num_rows)
 
 
 def _check_readable(path: Path, kind: str) -> None:
@@ -329,12 +327,7 @@ def _json_object(raw: bytes, first: bool) -> tuple[dict[str, Any], str]:
 
 
 def _parquet_chunks(path: Path, layout: Layout, chunk_rows: int) -> Iterator[Chunk]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as err:
-        raise UnavailableError(
-            f"{path}: reading Parquet needs pyarrow, which is not installed: pip install pyarrow"
-        ) from err
+    pq = parquet_module(path)
     try:
         parquet = pq.ParquetFile(path)
         names = [str(n) for n in parquet.schema_arrow.names]
