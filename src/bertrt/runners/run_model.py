@@ -22,7 +22,7 @@ import numpy as np
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.data import read_split
-from bertrt.data.labels import run_labels
+from bertrt.data.labels import labels_of
 from bertrt.data.text import clean_body, question_text
 from bertrt.errors import MissingArtifactError, StaleArtifactError
 from bertrt.metrics import softmax
@@ -88,12 +88,13 @@ class RunModel:
             stage=stage,
             static_shapes=static_shapes,
         )
-        text_options = read_split(run).get("text", {})
+        split = read_split(run)  # class names and text options, read once
+        text_options = split.get("text", {})
         return cls(
             name=name,
             runner=runner,
             tokenizer=run_tokenizer(run),
-            labels=run_labels(run),
+            labels=labels_of(split),
             code_blocks=str(text_options.get("code_blocks", "keep")),
             max_length=config.model.max_length,
             batch_size=config.train.eval_batch_size,
