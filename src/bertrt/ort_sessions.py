@@ -15,6 +15,14 @@ those spinning threads took the cores from Triton, its Python-backend stub
 and the client, and under that load Triton's dynamic batcher stalled about
 1 request in 60 for ~540 ms. Stopping the spin removed the stalls and left
 offline latency unchanged (docs/findings.md, "Serving on two cores").
+
+ORT's CPU memory arena is off (``CPU_MEM_ARENA``). With it on, a session
+keeps the largest memory any of its runs needed and never gives it back:
+about 2.1 GB for MiniLM after one batch of 32 x 512 tokens, so the bench,
+which holds every runner's session at once to interleave their rounds, peaked
+at 10.5 GB. Off, a session holds 0.02-0.2 GB between runs; the paired
+latency check is ``bench/arena_ab.py`` (docs/findings.md, "Memory of the
+pipeline, stage by stage").
 """
 
 from __future__ import annotations
@@ -26,17 +34,21 @@ from bertrt.errors import VerificationError
 from bertrt.hardware import usable_cores
 
 CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
+# ORT's CPU memory arena: off, so that a session's memory between runs stays
+# what its weights need (see the module docstring).
+CPU_MEM_ARENA = False
 
 
 def session_options(threads: int | None = None) -> Any:
     """All graph optimizations, ``threads`` intra-op threads (default: usable cores), inter-op 1;
-    no spinning between runs."""
+    no spinning between runs; the CPU memory arena as ``CPU_MEM_ARENA`` says."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = CPU_MEM_ARENA
     options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
