@@ -320,7 +320,7 @@ def test_engine_profiles_and_trt_provider_use_the_graphs_inputs(
     arch_run: tuple[Arch, RunDir],
 ) -> None:
     from bertrt.engines.stage import plan_engines
-    from bertrt.runners.registry import trt_ep_options
+    from bertrt.runners.ort_runner import trt_ep_options
 
     arch, run = arch_run
     config = load_config(None, [*SMALL, f"engines.profile.seq=[16,64,{MAX_LENGTH}]"])
@@ -340,10 +340,13 @@ def test_triton_repo_names_the_models_inputs(
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as pb
 
-    from bertrt.serve.repo import RepoOptions, write_repository
+    from bertrt.serve.options import RepoOptions
+    from bertrt.serve.repo import write_standalone_repository
 
     arch, run = arch_run
-    out = write_repository(load_config(None, SMALL), run, RepoOptions("onnx-int8"), tmp_path / "r")
+    out = write_standalone_repository(
+        load_config(None, SMALL), run, RepoOptions("onnx-int8"), tmp_path / "r"
+    )
     configs = {
         p.parent.name: text_format.Parse(p.read_text(), pb.ModelConfig())
         for p in out.glob("*/config.pbtxt")
@@ -420,9 +423,10 @@ def test_triton_repo_has_one_probability_per_class(five_class_run: RunDir, tmp_p
     from tritonclient.grpc import model_config_pb2 as pb
 
     from bertrt.data.labels import CLOSE_REASON_LABELS
-    from bertrt.serve.repo import RepoOptions, write_repository
+    from bertrt.serve.options import RepoOptions
+    from bertrt.serve.repo import write_standalone_repository
 
-    out = write_repository(
+    out = write_standalone_repository(
         load_config(None, SMALL), five_class_run, RepoOptions("onnx-fp32"), tmp_path / "r"
     )
     configs = {
@@ -443,7 +447,8 @@ def test_triton_repo_refuses_a_model_of_other_classes(
 ) -> None:
     pytest.importorskip("tritonclient.grpc.model_config_pb2")
     from bertrt.errors import StaleArtifactError
-    from bertrt.serve.repo import RepoOptions, write_repository
+    from bertrt.serve.options import RepoOptions
+    from bertrt.serve.repo import write_standalone_repository
 
     binary = json.loads(five_class_run.split.read_text())
     saved = five_class_run.split.read_text()
@@ -451,7 +456,7 @@ def test_triton_repo_refuses_a_model_of_other_classes(
     try:
         five_class_run.split.write_text(json.dumps(binary))
         with pytest.raises(StaleArtifactError, match=r"logits has dims \[5\].*2 classes"):
-            write_repository(
+            write_standalone_repository(
                 load_config(None, SMALL), five_class_run, RepoOptions("onnx-fp32"), tmp_path / "r"
             )
     finally:

@@ -87,7 +87,7 @@ def test_discovery_lists_runners_and_why_others_are_skipped(bench_run: RunDir) -
         "onnxruntime/fp32/cpu",
         "openvino/fp32/cpu",  # OpenVINO out of the box on the exported model.onnx
     ]
-    reasons = {s["backend"]: s["reason"] for s in found.skipped}
+    reasons = {s.backend: s.reason for s in found.skipped}
     assert "bertrt calibrate" in reasons["openvino/int8/cpu"]
     assert "bertrt calibrate" in reasons["onnxruntime/int8/cpu"]
     assert "bertrt export" in reasons["onnxruntime/opt/cpu"]
@@ -98,7 +98,7 @@ def test_discovery_lists_runners_and_why_others_are_skipped(bench_run: RunDir) -
 def test_discovery_filters_by_pattern(bench_run: RunDir) -> None:
     found = discover(bench_run, threads=1, patterns=["onnxruntime"])
     assert found.labels() == ["onnxruntime/fp32/cpu"]
-    assert any("not selected" in s["reason"] for s in found.skipped)
+    assert any("not selected" in s.reason for s in found.skipped)
     assert selected("onnxruntime/int8/cpu", ["onnxruntime/int8"])
     assert selected("torch/bf16-autocast/cpu", ["torch/*/cpu"])
     assert not selected("torch/fp32/cpu", ["onnxruntime", "torch/fp3"])
@@ -109,7 +109,7 @@ def test_stale_onnx_is_skipped_with_the_stage_to_rerun(bench_run: RunDir, tmp_pa
     shutil.copytree(bench_run.root, copy.root)
     with copy.onnx("fp32").open("ab") as fh:
         fh.write(b"\0")
-    reasons = {s["backend"]: s["reason"] for s in discover(copy, threads=1).skipped}
+    reasons = {s.backend: s.reason for s in discover(copy, threads=1).skipped}
     assert "sha256 mismatch" in reasons["onnxruntime/fp32/cpu"]
 
 
@@ -348,7 +348,7 @@ def test_a_runner_failing_mid_bench_is_skipped_and_the_others_go_on(bench_run: R
     assert list(runners) == ["torch/fp32/cpu"] and set(logits) == {"torch/fp32/cpu"}
     assert [r.backend for r in latency] == ["torch/fp32/cpu"]
     assert latency[0].repeats == cfg.repeats
-    reasons = {s["backend"]: s["reason"] for s in found.skipped}
+    reasons = {s.backend: s.reason for s in found.skipped}
     assert "device lost" in reasons["runner/flaky/cpu"] and len(calls) == 4
 
 

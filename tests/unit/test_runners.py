@@ -11,7 +11,7 @@ from bertrt.artifacts import RunDir
 from bertrt.cli import main
 from bertrt.errors import ConfigError, MissingArtifactError, UnavailableError
 from bertrt.modeling import INPUT_NAMES, Batch, load_tokenizer
-from bertrt.runners import registry
+from bertrt.runners import registry, trt_runner
 from bertrt.runners.base import Runner, RunnerStateError
 from bertrt.runners.ort_runner import OrtRunner
 from bertrt.runners.predict import TokenizedRows, predict_logits
@@ -22,7 +22,7 @@ from tests.conftest import make_trained_run, synthetic_rows, write_csv
 class _RowIdRunner(Runner):
     """Returns, per row, [first token id, number of real tokens]: shows where each row went."""
 
-    name = "fake"
+    framework = "fake"
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,9 +91,9 @@ def test_model_names_cover_every_runtime() -> None:
         "ov-fp32",
         "ov-int8",
         "ov-qdq",
-        "cpu",
         "trt-fp16",
         "trt-int8",
+        "cpu",
     )
 
 
@@ -143,7 +143,7 @@ def test_a_tensorrt_candidate_carries_its_runners_label(
     with CUDA graphs on, the two once disagreed and an engine could never be "best"."""
     run = make_trained_run(tmp_path, tiny_base, rows=40)
     _fake_engines(run, ("int8",))
-    monkeypatch.setattr(registry, "tensorrt_unavailable", lambda: None)
+    monkeypatch.setattr(trt_runner, "tensorrt_unavailable", lambda: None)
     found = discover(run, threads=1, patterns=["tensorrt"], cuda_graphs=cuda_graphs)
     [cand] = found.runners
     runner = cand.build()
@@ -151,7 +151,7 @@ def test_a_tensorrt_candidate_carries_its_runners_label(
     assert cand.label == runner.label == expected
     assert runner.variant == expected.split("/")[1]
     assert cand.inputs == (run.engine("int8"), run.engine_meta("int8"))
-    skipped = {s["backend"]: s["reason"] for s in found.skipped}
+    skipped = {s.backend: s.reason for s in found.skipped}
     fp16 = "tensorrt/fp16-graphs/cuda" if cuda_graphs else "tensorrt/fp16/cuda"
     assert "fp16.plan missing" in skipped[fp16]
 
@@ -168,7 +168,7 @@ def test_a_tensorrt_runner_with_cuda_graphs_can_be_picked_as_best(
 
     run = make_trained_run(tmp_path, tiny_base, rows=40)
     _fake_engines(run, ("int8",))
-    monkeypatch.setattr(registry, "tensorrt_unavailable", lambda: None)
+    monkeypatch.setattr(trt_runner, "tensorrt_unavailable", lambda: None)
     found = discover(run, threads=1, patterns=["torch/fp32/cpu", "tensorrt"], cuda_graphs=True)
     by_label = {cand.label: cand.build() for cand in found.runners}
     assert set(by_label) == {"torch/fp32/cpu", "tensorrt/int8-graphs/cuda"}

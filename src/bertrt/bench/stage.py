@@ -70,18 +70,16 @@ from bertrt.bench.timing import (
 )
 from bertrt.config import BenchConfig, Config
 from bertrt.errors import BertrtError, ConfigError, MissingArtifactError, StaleArtifactError
-from bertrt.hardware import cuda_available
 from bertrt.runners.base import Runner
 from bertrt.runners.predict import TokenizedRows
 from bertrt.runners.registry import (
-    MODELS,
     Candidate,
     Discovery,
     discover,
+    reference_runner,
     runner_for_model,
     selected,
 )
-from bertrt.runners.torch_runner import TorchRunner
 from bertrt.stages import StageResult, stage
 
 log = logging.getLogger(__name__)
@@ -142,7 +140,7 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
         latency=latency,
         accuracy=accuracy,
         e2e=e2e,
-        skipped=found.skipped,
+        skipped=[skip.to_dict() for skip in found.skipped],
         backend_models=_backend_models(run, ran),
         phases=phases,
         latency_budget=budget.to_dict(),
@@ -198,22 +196,20 @@ def _no_runner(config: Config, run: RunDir, found: Discovery) -> BertrtError:
     A selected backend dropped because its model is missing or changed since
     its stage wrote it is an artifact problem (exit 4, naming the stage to
     rerun), not a configuration one; only a selection that leaves nothing for
-    other reasons is exit 2. The registry's reason for a dropped model names
-    its path, so the model is found by path and checked again for the typed error.
+    other reasons is exit 2. A skip names its artifact and stage, which are
+    checked again for the typed error.
     """
     patterns = config.bench.backends
-    reasons = [s["reason"] for s in found.skipped if selected(s["backend"], patterns)]
-    for spec in MODELS.values():
-        path = spec.artifact(run)
-        if not any(str(path) in reason for reason in reasons):
+    for skip in found.skipped:
+        if skip.artifact is None or skip.stage is None or not selected(skip.backend, patterns):
             continue
         try:
-            run.require("bench", [path], producer=spec.producer)
+            run.require("bench", [skip.artifact], producer=skip.stage)
         except (MissingArtifactError, StaleArtifactError) as err:
             return type(err)(f"bench: no runner left (bench.backends={patterns}): {err}")
     return ConfigError(
         f"bench: no runner left (bench.backends={patterns}); skipped: "
-        + "; ".join(f"{s['backend']}: {s['reason']}" for s in found.skipped)
+        + "; ".join(f"{s.backend}: {s.reason}" for s in found.skipped)
     )
 
 
@@ -351,11 +347,8 @@ def _cpu_model(run: RunDir, threads: int | None) -> tuple[str | None, str]:
     except BertrtError as err:
         log.warning("bench: no cpu model: %s", err)
         return None, "fp32"
-    if runner.precision == "int8":
-        return runner.label, "int8"
-    if runner.name == "openvino" and getattr(runner, "inference_precision", "") == "bf16":
-        return runner.label, "bf16"
-    return runner.label, "fp32"
+    arithmetic = runner.arithmetic
+    return runner.label, arithmetic if arithmetic in ("int8", "bf16") else "fp32"
 
 
 def _roofline(run: RunDir, results: BenchResults, precision: str) -> dict[str, Any] | None:
@@ -424,7 +417,7 @@ def _eval_set(config: Config, run: RunDir, test: pd.DataFrame) -> tuple[Any, Tok
 
 
 def _reference_label() -> str:
-    return "torch/fp32/cuda" if cuda_available() else "torch/fp32/cpu"
+    return str(reference_runner(RunDir(Path(".")), None).label)
 
 
 def _reference_first(cands: list[Candidate], reference: str) -> list[Candidate]:
@@ -432,15 +425,14 @@ def _reference_first(cands: list[Candidate], reference: str) -> list[Candidate]:
 
 
 def _reference_logits(run: RunDir, threads: int, eval_set: TokenizedRows) -> np.ndarray:
-    device = "cuda" if cuda_available() else "cpu"
-    with TorchRunner(run.merged, "fp32", device, threads) as runner:
+    with reference_runner(run, threads) as runner:
         return acc.predict(runner, eval_set)
 
 
 def _describe(runner: Runner) -> Backend:
     return Backend(
         backend=runner.label,
-        framework=runner.name,
+        framework=runner.framework,
         variant=runner.variant or runner.precision,
         precision=runner.precision,
         device=runner.device,

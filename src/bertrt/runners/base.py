@@ -34,9 +34,10 @@ class RunnerStateError(RuntimeError):
 
 
 class Runner(ABC):
-    name: str = "runner"  # framework: torch, onnxruntime, tensorrt
-    precision: str = "fp32"  # fp32, bf16, fp16, int8, ...
-    device: str = "cpu"  # cpu or cuda
+    # bertrt.runners.identity's Framework, Precision, Device (plain strings in tests' fakes)
+    framework: str = "runner"
+    precision: str = "fp32"
+    device: str = "cpu"
     variant: str = ""  # what tells two runners of one framework apart (model file, provider)
 
     def __init__(self) -> None:
@@ -45,7 +46,13 @@ class Runner(ABC):
     @property
     def label(self) -> str:
         """``framework/variant/device``: the name results are filed under."""
-        return "/".join([self.name, self.variant or self.precision, self.device])
+        return "/".join([self.framework, self.variant or self.precision, self.device])
+
+    @property
+    def arithmetic(self) -> str:
+        """The precision the model's arithmetic runs in, where it differs from the weights'
+        (OpenVINO runs fp32 weights in bf16 on CPUs with native bf16)."""
+        return self.precision
 
     # -- lifecycle -------------------------------------------------------------
     def activate(self) -> None:

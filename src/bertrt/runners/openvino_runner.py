@@ -22,10 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from bertrt.artifacts import RunDir
 from bertrt.errors import MissingArtifactError, UnavailableError, VerificationError
 from bertrt.hardware import cpu_has_native_bf16, usable_cores
 from bertrt.modeling import Batch, select_inputs
 from bertrt.runners.base import Runner
+from bertrt.runners.identity import Framework, Precision
+from bertrt.runners.spec import ModelSpec, RunnerOptions, Runtime, TritonServing
 
 MAX_STATIC_SHAPES = 64
 
@@ -45,7 +48,7 @@ def openvino_missing() -> str | None:
 
 
 class OpenVinoRunner(Runner):
-    name = "openvino"
+    framework = Framework.OPENVINO
     device = "cpu"
 
     def __init__(
@@ -68,6 +71,13 @@ class OpenVinoRunner(Runner):
         self._inputs: list[str] = []
         self._compile: Any = None  # shape -> infer request, when static_shapes
         self._static: dict[tuple[int, ...], Any] = {}
+
+    @property
+    def arithmetic(self) -> str:
+        """int8 for a quantized model, else the plugin's inference precision (bf16 or fp32)."""
+        if self.precision == "int8" or self.inference_precision != "bf16":
+            return self.precision
+        return "bf16"
 
     def _activate(self) -> None:
         missing = openvino_missing()
@@ -133,3 +143,57 @@ class OpenVinoRunner(Runner):
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return np.array(output, dtype=np.float32)  # a copy: the request reuses its buffer
+
+
+class OpenVinoRuntime(Runtime):
+    """OpenVINO's CPU plugin on the exported fp32 ONNX (out of the box), NNCF's INT8 IR and
+    the Q/DQ ONNX calibrated for TensorRT."""
+
+    framework = Framework.OPENVINO
+    models = (
+        ModelSpec(
+            "ov-fp32",
+            Framework.OPENVINO,
+            Precision.FP32,
+            "fp32",
+            "export",
+            lambda run: run.onnx("fp32"),
+        ),
+        ModelSpec(
+            "ov-int8",
+            Framework.OPENVINO,
+            Precision.INT8,
+            "int8",
+            "calibrate",
+            lambda run: run.openvino_dir,
+            lambda run: run.openvino_ir("int8"),
+        ),
+        ModelSpec(
+            "ov-qdq",
+            Framework.OPENVINO,
+            Precision.INT8,
+            "qdq",
+            "calibrate",
+            lambda run: run.onnx("int8"),
+        ),
+    )
+    # One stream per instance, tuned for latency: instances give the parallelism.
+    triton = TritonServing(
+        "openvino-ir-or-onnx",
+        backend="openvino",
+        gpu_refusal="an OpenVINO model is served on the CPU (--device cpu); for a GPU use "
+        "onnx-* or trt-*",
+        parameters=(("NUM_STREAMS", "1"), ("PERFORMANCE_HINT", "LATENCY")),
+    )
+
+    def unavailable(self) -> str | None:
+        return openvino_missing()
+
+    def runner(self, model: ModelSpec, run: RunDir, options: RunnerOptions) -> Runner:
+        return OpenVinoRunner(
+            model.model_file(run),
+            model.precision,
+            options.threads,
+            variant=model.variant + ("-static" if options.static_shapes else ""),
+            static_shapes=options.static_shapes,
+        )

@@ -10,16 +10,28 @@ The inputs fed are the session's own, whatever else a batch carries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from bertrt.artifacts import RunDir
 from bertrt.errors import MissingArtifactError, UnavailableError
-from bertrt.modeling import OUTPUT_NAME, select_inputs
+from bertrt.hardware import cuda_available
+from bertrt.modeling import OUTPUT_NAME, onnx_input_names, select_inputs
 from bertrt.ort_sessions import cpu_session, session_options
 from bertrt.runners.base import Batch, Runner
+from bertrt.runners.identity import Framework, Precision, Skip
+from bertrt.runners.spec import (
+    Candidate,
+    ModelSpec,
+    RunnerOptions,
+    Runtime,
+    TritonServing,
+    artifact_problem,
+)
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -29,7 +41,7 @@ PROVIDERS = {
 
 
 class OrtRunner(Runner):
-    name = "onnxruntime"
+    framework = Framework.ONNXRUNTIME
 
     def __init__(
         self,
@@ -109,3 +121,123 @@ class OrtRunner(Runner):
         if self.device == "cpu":
             return np.asarray(output, dtype=np.float32)
         return np.asarray(output.copy_outputs_to_cpu()[0], dtype=np.float32)
+
+
+def _onnx(variant: str, precision: Precision, producer: str, name: str = "") -> ModelSpec:
+    return ModelSpec(
+        name or f"onnx-{variant}",
+        Framework.ONNXRUNTIME,
+        precision,
+        variant,
+        producer,
+        lambda run: run.onnx(variant),
+    )
+
+
+class OnnxRuntime(Runtime):
+    """The run's ONNX models on ONNX Runtime: the CPU provider, and on a GPU the CUDA and
+    TensorRT execution providers (onnxruntime-gpu)."""
+
+    framework = Framework.ONNXRUNTIME
+    models = (
+        _onnx("fp32", Precision.FP32, "export"),
+        _onnx("opt", Precision.FP32, "export"),
+        _onnx("fp16", Precision.FP16, "export"),
+        _onnx("int8", Precision.INT8, "calibrate"),
+        _onnx("cpu", Precision.INT8, "calibrate"),
+    )
+    triton = TritonServing("onnx", backend="onnxruntime")
+    # Models worth timing per provider. The fp16 model is meant for GPU providers: on
+    # the CPU provider ORT wraps it in Casts and it is slower than fp32
+    # (docs/findings.md, "ONNX export"), so the bench lists it as skipped there.
+    BENCHED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "cpu": ("fp32", "opt", "int8", "cpu"),
+        "cuda": ("fp32", "opt", "fp16"),
+        "tensorrt": ("fp16", "int8"),
+    }
+
+    def unavailable(self) -> str | None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as err:
+            return f"onnxruntime is not installed ({err}); pip install onnxruntime"
+        return None
+
+    def runner(self, model: ModelSpec, run: RunDir, options: RunnerOptions) -> Runner:
+        return OrtRunner(
+            model.model_file(run), model.precision, "cpu", options.threads, model.variant
+        )
+
+    def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
+        if missing := self.unavailable():
+            yield Skip("onnxruntime", missing)
+            return
+        import onnxruntime as ort
+
+        providers = list(ort.get_available_providers())
+        models = {m.variant: m for m in self.models}
+        for provider, variants in self.BENCHED.items():
+            for variant in variants:
+                model = models[variant]
+                factory = functools.partial(_provider_runner, run, model, provider, options)
+                cand = Candidate(factory, (model.artifact(run),))
+                ep = PROVIDERS[provider]
+                if provider != "cpu" and ep not in providers:
+                    yield Skip(
+                        cand.label, f"{ep} not in this onnxruntime build; install onnxruntime-gpu"
+                    )
+                elif provider != "cpu" and not cuda_available():
+                    yield Skip(cand.label, "CUDA not available")
+                elif problem := artifact_problem(run, model):
+                    yield Skip(cand.label, problem.reason, problem.artifact, problem.stage)
+                else:
+                    yield cand
+        yield Skip(
+            "onnxruntime/fp16/cpu",
+            "fp16 ONNX is for GPU providers; on the CPU provider ORT inserts Casts and it is "
+            "slower than fp32",
+        )
+
+
+def _provider_runner(
+    run: RunDir, model: ModelSpec, provider: str, options: RunnerOptions
+) -> OrtRunner:
+    """An ONNX Runtime runner; on the TensorRT provider with a profile over the model's inputs.
+
+    The provider options are computed when the runner is activated: they read
+    the graph's inputs, and a runner is also built just for its label.
+    """
+    path = model.model_file(run)
+    provider_options = None
+    if provider == "tensorrt":
+        provider_options = functools.partial(
+            trt_ep_options, run, model.variant, path, *options.max_shape
+        )
+    return OrtRunner(
+        path, model.precision, provider, options.threads, model.variant, provider_options
+    )
+
+
+def trt_ep_options(
+    run: RunDir, variant: str, path: Path, max_batch: int, max_seq: int
+) -> dict[str, Any]:
+    """TensorRT execution provider settings: one dynamic profile covering every shape the
+    bench feeds (so no engine rebuild per batch width), precision flags, an engine cache.
+
+    The profile names the inputs of the ONNX graph at ``path``, the model's
+    own: a model without token_type_ids (DistilBERT, RoBERTa) has no entry for one.
+    """
+    input_names = onnx_input_names(path)
+
+    def dims(batch: int, seq: int) -> str:
+        return ",".join(f"{name}:{batch}x{seq}" for name in input_names)
+
+    return {
+        "trt_fp16_enable": variant == "fp16",
+        "trt_int8_enable": variant == "int8",
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(run.root / ".cache" / "ort-trt"),
+        "trt_profile_min_shapes": dims(1, 1),
+        "trt_profile_opt_shapes": dims(max_batch, min(128, max_seq)),
+        "trt_profile_max_shapes": dims(max_batch, max_seq),
+    }

@@ -8,18 +8,24 @@ of the model and the tokenizer saved beside it): a DistilBERT forward takes
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bertrt.artifacts import RunDir
 from bertrt.errors import UnavailableError
+from bertrt.hardware import cuda_available
 from bertrt.modeling import load_tokenizer, model_input_names, select_inputs
 from bertrt.runners.base import Batch, Runner
+from bertrt.runners.identity import Framework, Precision, Skip
+from bertrt.runners.spec import Candidate, ModelSpec, RunnerOptions, Runtime
 
 
 class TorchRunner(Runner):
-    name = "torch"
+    framework = Framework.TORCH
 
     def __init__(
         self,
@@ -100,3 +106,39 @@ class TorchRunner(Runner):
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return np.asarray(output.float().cpu().numpy(), dtype=np.float32)
+
+
+def reference_runner(run: RunDir, threads: int | None) -> TorchRunner:
+    """The merged model in fp32 on the GPU where there is one, else on the CPU: what every
+    other runner's agreement is measured against."""
+    return TorchRunner(run.merged, "fp32", "cuda" if cuda_available() else "cpu", threads)
+
+
+class TorchRuntime(Runtime):
+    """The merged Hugging Face model in PyTorch: the reference every other runtime is
+    compared with. The bench also times it in bf16 (autocast) and on CUDA."""
+
+    framework = Framework.TORCH
+    models = (
+        ModelSpec(
+            "merged", Framework.TORCH, Precision.FP32, "fp32", "train", lambda run: run.merged
+        ),
+    )
+    triton = "a PyTorch model is served through its ONNX export: use onnx-*, ov-*, trt-* or cpu"
+
+    def runner(self, model: ModelSpec, run: RunDir, options: RunnerOptions) -> Runner:
+        return TorchRunner(model.model_file(run), model.precision, "cpu", options.threads)
+
+    def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
+        for precision, device in (
+            ("fp32", "cpu"),
+            ("bf16", "cpu"),
+            ("fp32", "cuda"),
+            ("fp16", "cuda"),
+        ):
+            factory = functools.partial(TorchRunner, run.merged, precision, device, options.threads)
+            cand = Candidate(factory, (run.merged,))
+            if device == "cuda" and not cuda_available():
+                yield Skip(cand.label, "CUDA not available (torch.cuda.is_available() is False)")
+            else:
+                yield cand

@@ -17,16 +17,34 @@ into a CUDA graph over static buffers and later calls at that shape replay it.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bertrt.artifacts import RunDir
 from bertrt.errors import MissingArtifactError, StaleArtifactError
 from bertrt.modeling import OUTPUT_NAME, Batch, select_inputs
 from bertrt.runners.base import Runner, RunnerStateError
-from bertrt.trt.availability import current_gpu, require_tensorrt_and_cuda
+from bertrt.runners.identity import Framework, Precision, Skip
+from bertrt.runners.spec import (
+    Candidate,
+    ModelSpec,
+    RunnerOptions,
+    Runtime,
+    TritonServing,
+    artifact_problem,
+)
+from bertrt.trt.availability import (
+    HOW_TO_GET,
+    cuda_availability,
+    current_gpu,
+    require_tensorrt_and_cuda,
+    tensorrt_availability,
+)
 from bertrt.trt.metadata import EngineMeta, check_engine_compatible, read_meta
 from bertrt.trt.profiles import Profile
 
@@ -46,7 +64,7 @@ class _Graph:
 
 
 class TrtRunner(Runner):
-    name = "tensorrt"
+    framework = Framework.TENSORRT
     device = "cuda"
 
     def __init__(
@@ -224,3 +242,61 @@ def engine_input_names(engine: trt.ICudaEngine) -> tuple[str, ...]:
 
     names = (engine.get_tensor_name(i) for i in range(engine.num_io_tensors))
     return tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+
+
+TRT_HINT = "needs an NVIDIA GPU; see docs/tensorrt.md"
+
+
+def tensorrt_unavailable() -> str | None:
+    """Why TensorRT engines cannot run here (no TensorRT, or no CUDA GPU), or None."""
+    for status in (tensorrt_availability(), cuda_availability()):
+        if not status.ok:
+            return str(status.reason)
+    return None
+
+
+def _engine(precision: Precision) -> ModelSpec:
+    return ModelSpec(
+        f"trt-{precision}",
+        Framework.TENSORRT,
+        precision,
+        str(precision),
+        "build-engine",
+        lambda run: run.engine(precision),
+    )
+
+
+class TensorRtRuntime(Runtime):
+    """Serialized TensorRT engines (engines/<precision>.plan) with their sidecar metadata."""
+
+    framework = Framework.TENSORRT
+    models = (_engine(Precision.FP16), _engine(Precision.INT8))
+    triton = TritonServing("tensorrt-plan", platform="tensorrt_plan")
+
+    def unavailable(self) -> str | None:
+        missing = tensorrt_unavailable()
+        return f"needs TensorRT and an NVIDIA GPU: {missing}; {HOW_TO_GET}" if missing else None
+
+    def runner(self, model: ModelSpec, run: RunDir, options: RunnerOptions) -> Runner:
+        return _engine_runner(run, model.variant, options.cuda_graphs)
+
+    def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
+        missing = tensorrt_unavailable()
+        models = {m.variant: m for m in self.models}
+        for precision in options.engine_precisions:
+            factory = functools.partial(_engine_runner, run, precision, options.cuda_graphs)
+            cand = Candidate(factory, (run.engine(precision), run.engine_meta(precision)))
+            if missing:
+                yield Skip(cand.label, f"tensorrt: {missing} ({TRT_HINT})")
+            elif precision not in models:
+                yield Skip(cand.label, f"no engine precision {precision!r}; choose fp16 or int8")
+            elif problem := artifact_problem(run, models[precision]):
+                yield Skip(cand.label, problem.reason, problem.artifact, problem.stage)
+            else:
+                yield cand
+
+
+def _engine_runner(run: RunDir, precision: str, cuda_graphs: bool) -> TrtRunner:
+    return TrtRunner(
+        run.engine(precision), run.engine_meta(precision), cuda_graphs, precision=precision
+    )
