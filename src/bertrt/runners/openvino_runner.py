@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.artifacts import RunDir
 from bertrt.errors import MissingArtifactError, UnavailableError, VerificationError
 from bertrt.hardware import cpu_has_native_bf16, usable_cores
 from bertrt.modeling import Batch, select_inputs
@@ -189,9 +188,9 @@ class OpenVinoRuntime(Runtime):
     def unavailable(self) -> str | None:
         return openvino_missing()
 
-    def runner(self, model: ModelSpec, run: RunDir, options: RunnerOptions) -> Runner:
+    def runner_on(self, path: Path, model: ModelSpec, options: RunnerOptions) -> Runner:
         return OpenVinoRunner(
-            model.model_file(run),
+            path,
             model.precision,
             options.threads,
             variant=model.variant + ("-static" if options.static_shapes else ""),

@@ -163,10 +163,8 @@ class OnnxRuntime(Runtime):
             return f"onnxruntime is not installed ({err}); pip install onnxruntime"
         return None
 
-    def runner(self, model: ModelSpec, run: RunDir, options: RunnerOptions) -> Runner:
-        return OrtRunner(
-            model.model_file(run), model.precision, "cpu", options.threads, model.variant
-        )
+    def runner_on(self, path: Path, model: ModelSpec, options: RunnerOptions) -> Runner:
+        return OrtRunner(path, model.precision, "cpu", options.threads, model.variant)
 
     def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
         if missing := self.unavailable():

@@ -70,13 +70,15 @@ RUNTIMES: tuple[Runtime, ...] = (
 )
 
 MODELS: dict[str, ModelSpec] = {m.name: m for rt in RUNTIMES for m in rt.models}
+_RUNTIME_OF: dict[str, Runtime] = {m.name: rt for rt in RUNTIMES for m in rt.models}
 # `cpu`: whichever of MODELS calibrate chose for this CPU (cpu.json).
 CPU_CHOICE = "cpu"
 MODEL_NAMES = (*MODELS, CPU_CHOICE)
 
 
 def runtime_of(model: ModelSpec) -> Runtime:
-    return next(rt for rt in RUNTIMES if rt.framework == model.framework)
+    """The runtime that offers ``model`` (two runtimes may share a framework)."""
+    return _RUNTIME_OF[model.name]
 
 
 def unknown_model(model: str) -> ConfigError:

@@ -115,14 +115,22 @@ class Runtime(ABC):
     models: ClassVar[tuple[ModelSpec, ...]]
     # How Triton serves this runtime's models, or why it cannot (one line).
     triton: ClassVar[TritonServing | str]
+    # Models calibrate's CPU deployment choice may time as they are (no build step):
+    # the fastest within the accuracy budget becomes the run's `cpu` model.
+    cpu_candidates: ClassVar[tuple[str, ...]] = ()
 
     def unavailable(self) -> str | None:
         """Why this runtime cannot run on this machine (a package or a GPU missing), or None."""
         return None
 
-    @abstractmethod
     def runner(self, model: ModelSpec, run: RunDir, options: RunnerOptions) -> Runner:
         """A (cheap, inactive) runner over ``model``'s file in ``run``."""
+        return self.runner_on(model.model_file(run), model, options)
+
+    @abstractmethod
+    def runner_on(self, path: Path, model: ModelSpec, options: RunnerOptions) -> Runner:
+        """A runner over ``path``, a file of ``model``'s kind that may not be in a run yet
+        (calibrate times the models it has just built in its staging directory)."""
 
     def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
         """What the bench times: by default one runner per model this runtime offers."""

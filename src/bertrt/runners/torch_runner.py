@@ -126,8 +126,8 @@ class TorchRuntime(Runtime):
     )
     triton = "a PyTorch model is served through its ONNX export: use onnx-*, ov-*, trt-* or cpu"
 
-    def runner(self, model: ModelSpec, run: RunDir, options: RunnerOptions) -> Runner:
-        return TorchRunner(model.model_file(run), model.precision, "cpu", options.threads)
+    def runner_on(self, path: Path, model: ModelSpec, options: RunnerOptions) -> Runner:
+        return TorchRunner(path, model.precision, "cpu", options.threads)
 
     def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
         for precision, device in (

@@ -277,8 +277,10 @@ class TensorRtRuntime(Runtime):
         missing = tensorrt_unavailable()
         return f"needs TensorRT and an NVIDIA GPU: {missing}; {HOW_TO_GET}" if missing else None
 
-    def runner(self, model: ModelSpec, run: RunDir, options: RunnerOptions) -> Runner:
-        return _engine_runner(run, model.variant, options.cuda_graphs)
+    def runner_on(self, path: Path, model: ModelSpec, options: RunnerOptions) -> Runner:
+        return TrtRunner(
+            path, path.with_suffix(".json"), options.cuda_graphs, precision=model.variant
+        )
 
     def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
         missing = tensorrt_unavailable()
