@@ -48,7 +48,7 @@ from bertrt.runners.run_model import deployment_model
 from bertrt.serve.client import open_direct
 from bertrt.serve.loadtest import Offline, Step, targets, targets_markdown
 from bertrt.serve.model import load_served
-from bertrt.serve.server import instance_threads
+from bertrt.serve.model_config import instance_threads
 
 BERTRT = [sys.executable, "-m", "bertrt"]
 MODES = ("serve=", "one-instance=--instances 1", "no-batching=--no-dynamic-batching")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bertrt.serve.client import client, open_direct, text_inputs
-from bertrt.serve.server import stub_processes
+from bertrt.serve.triton_process import stub_processes
 
 BIG = "word " * 2_000_000  # 10 MB
 

@@ -135,6 +135,21 @@ class CalibrationConfig:
 
 
 @dataclass
+class QatConfig:
+    """`bertrt qat` (docs/qat.md): ModelOpt INT8, post-training and quantization-aware."""
+
+    steps: int = 300  # fine-tuning batches; 0 = post-training model only
+    learning_rate: float = 1e-5  # small: the weights only move to where INT8 rounds well
+    batch_size: int = 16
+    eval_every: int = 50  # steps between validation scores (the best one is kept)
+    # Validation rows scored at every check (None: the whole split); the choice is by accuracy.
+    eval_rows: int | None = 1000
+    quantize_attention: bool = False  # also the q/k/v inputs of the two attention matmuls
+    # |logit| gap allowed between the Q/DQ ONNX and the fake-quantized torch model it came from.
+    tolerance: float = 1e-3
+
+
+@dataclass
 class ProfileConfig:
     batch: list[int] = field(default_factory=lambda: [1, 8, 32])
     seq: list[int] = field(default_factory=lambda: [16, 128, 512])
@@ -195,6 +210,34 @@ class BenchConfig:
     against: str | None = None
 
 
+@dataclass
+class ServeConfig:
+    """``bertrt serve``'s settings a user keeps with the run; its flags override them."""
+
+    host: str = "127.0.0.1"  # what HTTP, gRPC and metrics bind: this machine only by default
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch: int = 32
+    # 0: a batch is whatever queued while the instance was busy. On one CPU instance
+    # any wait is pure latency (docs/serving.md).
+    max_queue_delay_us: int = 0
+    # Two instances that take turns on the CPU: one is always free to take the next
+    # batch, which Triton 2.51's dynamic batcher needs not to stall ~500 ms (docs/serving.md).
+    instances: int = 2
+    parallel_instances: bool = False  # CPU instances run at once instead of taking turns
+    dynamic_batching: bool = True
+    # Rows Triton should aim for per execution (its preferred_batch_size); null: 1 for a CPU
+    # model (one request per execution: batching bought no throughput on the CPU and cost
+    # tail latency, docs/serving.md), Triton's own (as many as queued) for TensorRT; 0: Triton's.
+    preferred_batch: int | None = None
+    max_queue_size: int = 256  # beyond it requests are rejected at once, not queued
+    drain_s: int = 30  # on SIGTERM, how long Triton waits for in-flight requests
+    max_request_bytes: int = 1 << 20  # the text of one request, all rows; bigger: refused (400)
+    # Triton's shared-memory, repository, logging and trace APIs open to any client.
+    open_admin: bool = False
+
+
 # What bench.quick (--quick) lays over the bench settings, applied by load_config
 # after the YAML and every --set, so it wins over them: the CI / first-run grid
 # (≤ 3 minutes for MiniLM on 2 cores). results.json's settings show the outcome.
@@ -232,8 +275,10 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    qat: QatConfig = field(default_factory=QatConfig)
     engines: EngineConfig = field(default_factory=EngineConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -185,7 +185,7 @@ def server(tiny_run: RunDir, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     pytest.importorskip("tritonclient.http")
     from bertrt.errors import UnavailableError
     from bertrt.export import stage as export_stage
-    from bertrt.serve.server import TritonInstall
+    from bertrt.serve.triton_process import TritonInstall
 
     try:
         TritonInstall.find()

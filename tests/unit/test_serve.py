@@ -173,6 +173,13 @@ class _FixedLogits(Runner):
         return logits
 
 
+def _opened(runner: Any, tokenizer: Any, labels: tuple[str, ...]) -> Any:
+    """A run model as RunModel.open gives it: max_length 32, the data stage's default texts."""
+    from bertrt.runners.run_model import RunModel
+
+    return RunModel("test", runner, tokenizer, labels, "keep", max_length=32, batch_size=32)
+
+
 @pytest.mark.parametrize("names", [("open", "closed"), FIVE])
 def test_served_model_answers_each_request_with_the_run_names(
     names: tuple[str, ...], tiny_base: Path
@@ -180,9 +187,7 @@ def test_served_model_answers_each_request_with_the_run_names(
     from bertrt.modeling import load_tokenizer
     from bertrt.serve.model import ServedModel
 
-    model = ServedModel(
-        _FixedLogits(len(names)), load_tokenizer(tiny_base), 32, TextOptions(), names
-    )
+    model = ServedModel(_opened(_FixedLogits(len(names)), load_tokenizer(tiny_base), names))
     model.activate()
     text = np.array([b"How do I sort?", b"Best book?"], dtype=object).reshape(-1, 1)
     first, second = model([{"text": text}, {"text": text[:1]}])
@@ -196,7 +201,7 @@ def test_a_malformed_request_fails_alone_and_its_batch_is_answered(tiny_base: Pa
     from bertrt.modeling import load_tokenizer
     from bertrt.serve.model import ServedModel
 
-    model = ServedModel(_FixedLogits(2), load_tokenizer(tiny_base), 32, TextOptions(), ("a", "b"))
+    model = ServedModel(_opened(_FixedLogits(2), load_tokenizer(tiny_base), ("a", "b")))
     model.activate()
     good = {"text": np.array([[b"How do I sort?"], [b"Best book?"]], dtype=object)}
     blank = {"text": np.array([[b"   "]], dtype=object)}
@@ -216,7 +221,7 @@ def test_served_model_with_other_classes_than_the_run_fails_at_start(tiny_base: 
     from bertrt.modeling import load_tokenizer
     from bertrt.serve.model import ServedModel
 
-    model = ServedModel(_FixedLogits(5), load_tokenizer(tiny_base), 32, TextOptions(), ("a", "b"))
+    model = ServedModel(_opened(_FixedLogits(5), load_tokenizer(tiny_base), ("a", "b")))
     with pytest.raises(BertrtError, match="has 5 classes but the run's labels are"):
         model.activate()
 
@@ -294,9 +299,10 @@ def test_triton_repo_configs_match_the_onnx_io(exported_run: RunDir, tmp_path: P
     import onnx
 
     pytest.importorskip("tritonclient.grpc.model_config_pb2")
-    from bertrt.serve.repo import RepoOptions, write_repository
+    from bertrt.serve.options import RepoOptions
+    from bertrt.serve.repo import write_standalone_repository
 
-    out = write_repository(
+    out = write_standalone_repository(
         load_config(None, []), exported_run, RepoOptions("onnx-fp32"), tmp_path / "repo"
     )
     configs = _configs(out)
@@ -328,9 +334,10 @@ def test_generated_text_builder_and_tokenizer_match_the_run(
     from tokenizers import Tokenizer
 
     from bertrt.modeling import load_tokenizer
-    from bertrt.serve.repo import RepoOptions, write_repository
+    from bertrt.serve.options import RepoOptions
+    from bertrt.serve.repo import write_standalone_repository
 
-    out = write_repository(
+    out = write_standalone_repository(
         load_config(None, []), exported_run, RepoOptions("onnx-fp32"), tmp_path / "r"
     )
     namespace: dict[str, object] = {}
@@ -351,7 +358,7 @@ def test_generated_text_builder_and_tokenizer_match_the_run(
 def _need_triton() -> None:
     """Skip, with the server's own reason, where nvidia-pytriton's tritonserver is absent."""
     from bertrt.errors import UnavailableError
-    from bertrt.serve.server import TritonInstall
+    from bertrt.serve.triton_process import TritonInstall
 
     try:
         TritonInstall.find()
@@ -367,15 +374,15 @@ def _free_port() -> int:
 
 def test_process_table_leaves_out_zombies() -> None:
     """A killed stub stays a zombie under Triton: it must count as dead."""
-    from bertrt.serve.server import _processes
+    from bertrt.serve.triton_process import processes
 
     child = subprocess.Popen(["true"])
     deadline = time.monotonic() + 10
     while Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] != "Z":
         assert time.monotonic() < deadline, "the child never exited"
         time.sleep(0.05)
-    assert child.pid not in _processes()
-    assert os.getpid() in _processes()
+    assert child.pid not in processes()
+    assert os.getpid() in processes()
     child.wait()
 
 
@@ -787,7 +794,7 @@ def test_a_dead_model_stub_makes_the_server_not_ready_and_serve_exit_1(
     exported_run: RunDir, tmp_path: Path
 ) -> None:
     """Triton alone keeps a model whose stub died "ready"; ``bertrt serve`` must not."""
-    from bertrt.serve.server import stub_processes
+    from bertrt.serve.triton_process import stub_processes
 
     server = _start_server(exported_run, tmp_path / "serve.log")
     try:
@@ -814,15 +821,17 @@ def test_the_served_models_config_is_tritons_schema_with_the_run_settings(
 
     pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
     from bertrt.hardware import usable_cores
-    from bertrt.serve.server import ServeOptions, TritonInstall, model_config, write_repository
+    from bertrt.serve.model_config import model_config, write_serving_repository
+    from bertrt.serve.options import ServeOptions
+    from bertrt.serve.triton_process import TritonInstall
 
     config = load_config(None, ["model.max_length=32", "threads=1"])
     options = ServeOptions(max_batch=16, instances=2, max_queue_size=8)
-    cfg = model_config(config, exported_run, "onnx-fp32", options, classes=2)
+    cfg = model_config(config, exported_run.root, "onnx-fp32", options, classes=2)
     install = TritonInstall(tmp_path / "bin", tmp_path / "backends", tmp_path / "stub", tmp_path)
     (tmp_path / "backends" / "python").mkdir(parents=True)
     (tmp_path / "stub").write_text("stub")
-    write_repository(tmp_path / "repo", install, cfg)
+    write_serving_repository(tmp_path / "repo", install, cfg)
     parsed = text_format.Parse(
         (tmp_path / "repo" / "models" / "bertrt" / "config.pbtxt").read_text(), pb.ModelConfig()
     )
@@ -852,20 +861,20 @@ def test_the_served_models_config_is_tritons_schema_with_the_run_settings(
     parallel = ServeOptions(instances=2, parallel_instances=True)
     config = load_config(None, ["model.max_length=32"])
     settings = json.loads(
-        model_config(config, exported_run, "onnx-fp32", parallel, 2)
+        model_config(config, exported_run.root, "onnx-fp32", parallel, 2)
         .parameters["bertrt"]
         .string_value
     )
     assert settings["turns"] is False
     assert settings["threads"] == max(1, usable_cores() // 2)
     turns = json.loads(
-        model_config(config, exported_run, "onnx-fp32", ServeOptions(), 2)
+        model_config(config, exported_run.root, "onnx-fp32", ServeOptions(), 2)
         .parameters["bertrt"]
         .string_value
     )
     assert turns["turns"] is True and turns["threads"] == usable_cores()
     unbatched = model_config(
-        config, exported_run, "onnx-fp32", ServeOptions(dynamic_batching=False), classes=2
+        config, exported_run.root, "onnx-fp32", ServeOptions(dynamic_batching=False), classes=2
     )
     assert not unbatched.HasField("dynamic_batching")
 
@@ -873,9 +882,15 @@ def test_the_served_models_config_is_tritons_schema_with_the_run_settings(
 def test_a_tensorrt_models_batches_stay_within_its_engine_profile(
     exported_run: RunDir, tmp_path: Path
 ) -> None:
+    """Triton's max_batch_size is the loaded engine's profile batch (asked of the runner, which
+    reads the sidecar once active), never beyond --max-batch; other models take any batch."""
     pytest.importorskip("tritonclient.grpc.model_config_pb2")
-    from bertrt.serve.server import ServeOptions, model_config
-    from bertrt.trt.metadata import EngineMeta, GpuInfo, write_meta
+    from bertrt.runners.run_model import run_tokenizer
+    from bertrt.runners.trt_runner import TrtRunner
+    from bertrt.serve.model import ServedModel
+    from bertrt.serve.model_config import model_config
+    from bertrt.serve.options import ServeOptions
+    from bertrt.trt.metadata import EngineMeta, GpuInfo, read_meta, write_meta
     from bertrt.trt.profiles import Profile
 
     run = RunDir(tmp_path / "run")
@@ -884,18 +899,78 @@ def test_a_tensorrt_models_batches_stay_within_its_engine_profile(
                       Profile(batch=(1, 4, 8), seq=(16, 128, 512)), "onnx/model.int8.onnx",
                       "0" * 64, 1.0)  # fmt: skip
     write_meta(run.engine_meta("int8"), meta)
+    runner = TrtRunner(run.engine("int8"))
+    runner.meta = read_meta(run.engine_meta("int8"))  # what activate() reads (no GPU here)
+    engine = ServedModel(_opened(runner, run_tokenizer(exported_run), ("a", "b")))
     config = load_config(None, [])
-    trt = model_config(config, run, "trt-int8", ServeOptions(max_batch=32), 2)
-    assert trt.max_batch_size == 8 and not trt.dynamic_batching.preferred_batch_size
-    assert model_config(config, run, "trt-int8", ServeOptions(max_batch=4), 2).max_batch_size == 4
-    assert model_config(config, exported_run, "onnx-fp32", ServeOptions(), 2).max_batch_size == 32
+    limit = engine.largest_batch(32)
+    trt = model_config(config, run.root, "trt-int8", ServeOptions(max_batch=32), 2, limit)
+    assert limit == 8 and trt.max_batch_size == 8 and not trt.dynamic_batching.preferred_batch_size
+    small = model_config(
+        config, run.root, "trt-int8", ServeOptions(max_batch=4), 2, engine.largest_batch(4)
+    )
+    assert small.max_batch_size == 4
+    onnx = ServedModel(_opened(_FixedLogits(2), run_tokenizer(exported_run), ("a", "b")))
+    assert onnx.largest_batch(32) == 32
+    assert (
+        model_config(config, exported_run.root, "onnx-fp32", ServeOptions(), 2).max_batch_size == 32
+    )
+
+
+def test_serve_reads_the_run_once_its_model_is_opened(
+    exported_run: RunDir, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """From the run directory to the runner, then nothing climbs back to it.
+
+    Everything `bertrt serve` checks before Triton starts is traced: once
+    RunModel.open has returned (runner, tokenizer, class names, text options),
+    no bertrt function but RunDir's own is handed the run again: the class
+    count and the batch limit come from the opened model.
+    """
+    pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    import json
+
+    from bertrt.serve import server
+    from bertrt.serve.options import ServeOptions
+    from bertrt.serve.triton_process import TritonInstall
+
+    install = TritonInstall(tmp_path, tmp_path, tmp_path, tmp_path)
+    monkeypatch.setattr(TritonInstall, "find", classmethod(lambda cls: install))
+    monkeypatch.setattr(server, "ensure_stub_env", lambda given: tmp_path)
+    monkeypatch.setattr(server, "check_ports_free", lambda host, ports: None)
+    opened: list[bool] = []
+    climbs: list[str] = []
+
+    def trace(frame: Any, event: str, arg: Any) -> None:
+        module = frame.f_globals.get("__name__", "")
+        if not module.startswith("bertrt") or module == "bertrt.artifacts":
+            return
+        if event == "return" and frame.f_code.co_name == "open" and "run_model" in module:
+            opened.append(True)
+        elif event == "call" and opened:
+            code = frame.f_code
+            given = [frame.f_locals.get(v) for v in code.co_varnames[: code.co_argcount]]
+            if any(isinstance(v, RunDir) for v in given):
+                climbs.append(f"{module}.{code.co_name}")
+
+    config = load_config(None, ["model.max_length=32", "threads=1"])
+    sys.setprofile(trace)
+    try:
+        model, _, _, cfg = server._prepare(config, exported_run, ServeOptions(model="onnx-fp32"))
+    finally:
+        sys.setprofile(None)
+    assert opened and climbs == []
+    assert model == "onnx-fp32" and [list(o.dims) for o in cfg.output] == [[1], [2]]
+    assert json.loads(cfg.parameters["bertrt"].string_value)["run_dir"] == str(
+        exported_run.root.resolve()
+    )
 
 
 def test_tritons_environment_keeps_the_stub_on_its_own_numpy(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """PYTHONPATH or user site-packages could put NumPy 2 before the stub env's NumPy 1.x."""
-    from bertrt.serve.server import TritonInstall, triton_env
+    from bertrt.serve.triton_process import TritonInstall, triton_env
 
     monkeypatch.setenv("PYTHONPATH", "/somewhere/numpy2")
     monkeypatch.setenv("PYTHONHOME", "/elsewhere")
@@ -912,7 +987,7 @@ def test_tritons_environment_keeps_the_stub_on_its_own_numpy(
 def test_a_triton_that_exits_before_ready_is_one_line_naming_why() -> None:
     """Triton's own error line (a model that failed to load) becomes the user's message."""
     from bertrt.errors import BertrtError
-    from bertrt.serve.server import TritonProcess, wait_ready
+    from bertrt.serve.triton_process import TritonProcess, wait_ready
 
     script = (
         "print('I1130 server.cc] starting'); "
@@ -943,7 +1018,7 @@ def test_a_triton_that_exits_before_ready_is_one_line_naming_why() -> None:
 )
 def test_serve_options_are_checked_in_one_line(change: dict[str, Any], message: str) -> None:
     from bertrt.errors import ConfigError
-    from bertrt.serve.server import ServeOptions
+    from bertrt.serve.options import ServeOptions
 
     with pytest.raises(ConfigError) as err:
         ServeOptions(**change).check()
@@ -987,21 +1062,22 @@ def test_triton_repo_never_deletes_a_directory_it_did_not_write(
 ) -> None:
     pytest.importorskip("tritonclient.grpc.model_config_pb2")
     from bertrt.errors import ConfigError
-    from bertrt.serve.repo import RepoOptions, write_repository
+    from bertrt.serve.options import RepoOptions
+    from bertrt.serve.repo import write_standalone_repository
 
     config = load_config(None, [])
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="did not write"):
-        write_repository(config, exported_run, RepoOptions("onnx-fp32"), mine)
+        write_standalone_repository(config, exported_run, RepoOptions("onnx-fp32"), mine)
     assert (mine / "notes.txt").read_text() == "keep me"
     monkeypatch.chdir(mine)
     done = _bertrt("triton-repo", "--run-dir", str(exported_run.root), "--out", ".")
     assert done.returncode == 2 and "did not write" in _one_error_line(done, "triton-repo")
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     with pytest.raises(ConfigError, match="--max-batch 0"):
-        write_repository(
+        write_standalone_repository(
             config, exported_run, RepoOptions("onnx-fp32", max_batch=0), tmp_path / "r"
         )
 
@@ -1010,13 +1086,16 @@ def test_triton_repo_is_readable_replaceable_and_says_how_to_serve_it(
     exported_run: RunDir, tmp_path: Path
 ) -> None:
     pytest.importorskip("tritonclient.grpc.model_config_pb2")
-    from bertrt.serve.repo import RepoOptions, write_repository
+    from bertrt.serve.options import RepoOptions
+    from bertrt.serve.repo import write_standalone_repository
 
     config = load_config(None, [])
     old = os.umask(0o022)
     try:
-        out = write_repository(config, exported_run, RepoOptions("onnx-fp32"), tmp_path / "repo")
-        again = write_repository(config, exported_run, RepoOptions("onnx-fp32"), out)
+        out = write_standalone_repository(
+            config, exported_run, RepoOptions("onnx-fp32"), tmp_path / "repo"
+        )
+        again = write_standalone_repository(config, exported_run, RepoOptions("onnx-fp32"), out)
     finally:
         os.umask(old)
     assert again == out and (out / "classifier" / "1" / "model.onnx").is_file()

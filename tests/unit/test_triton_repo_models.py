@@ -48,9 +48,12 @@ def _repo(run: RunDir, model: str, out: Path, device: str = "cpu") -> dict[str, 
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from bertrt.serve.repo import RepoOptions, write_repository
+    from bertrt.serve.options import RepoOptions
+    from bertrt.serve.repo import write_standalone_repository
 
-    write_repository(load_config(overrides=SMALL), run, RepoOptions(model, device=device), out)
+    write_standalone_repository(
+        load_config(overrides=SMALL), run, RepoOptions(model, device=device), out
+    )
     return {
         p.parent.name: text_format.Parse(p.read_text(), model_config_pb2.ModelConfig())
         for p in sorted(out.glob("*/config.pbtxt"))

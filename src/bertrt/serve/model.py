@@ -1,7 +1,9 @@
 """The inference callable Triton runs: requests in, labels and probabilities out.
 
-One :class:`ServedModel` per Triton instance, each with its own activated
-runner, so instances never share a session. Triton's dynamic batcher hands
+One :class:`ServedModel` per Triton instance, around the run's model opened as
+every command opens it (:class:`bertrt.runners.run_model.RunModel`: runner,
+tokenizer, class names, text options), each with its own activated runner, so
+instances never share a session. Triton's dynamic batcher hands
 it the requests it gathered; their texts are tokenized in one call and
 padded only to the longest row of the batch (:func:`bertrt.runners.batching.pad_rows`,
 rounded up to a multiple of 8), never to ``max_length``, then split back
@@ -25,13 +27,11 @@ from typing import Any
 import numpy as np
 
 from bertrt.artifacts import RunDir
-from bertrt.data.labels import run_labels
+from bertrt.config import Config, ModelConfig
 from bertrt.errors import BertrtError
 from bertrt.metrics import softmax
-from bertrt.runners.base import Runner
 from bertrt.runners.batching import pad_rows, tokenize_unpadded
-from bertrt.runners.registry import runner_for_model
-from bertrt.runners.run_model import run_tokenizer
+from bertrt.runners.run_model import RunModel
 from bertrt.serve.texts import RequestError, TextOptions, build_texts
 
 SETTINGS_PARAMETER = "bertrt"  # the model configuration parameter the server's stub reads
@@ -39,21 +39,13 @@ WARMUP_TEXT = "How do I read a file line by line in Python?\nI tried open() but 
 
 
 class ServedModel:
-    """Tokenize, batch and score the requests of one dynamic batch with one runner."""
+    """Tokenize, batch and score the requests of one dynamic batch with one opened run model."""
 
-    def __init__(
-        self,
-        runner: Runner,
-        tokenizer: Any,
-        max_length: int,
-        options: TextOptions,
-        labels: Sequence[str],
-    ) -> None:
-        self.runner = runner
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.options = options
-        self.labels = tuple(labels)
+    def __init__(self, model: RunModel, max_request_bytes: int | None = None) -> None:
+        self.model = model
+        self.runner = model.runner
+        self.options = TextOptions(model.code_blocks, max_request_bytes)
+        self.labels = model.labels
 
     def activate(self) -> None:
         """Load the model and run it once, so the first client never pays for warm-up.
@@ -72,9 +64,21 @@ class ServedModel:
     def deactivate(self) -> None:
         self.runner.deactivate()
 
+    def largest_batch(self, up_to: int) -> int:
+        """The largest batch, at most ``up_to``, that the active runner takes at the warm-up's
+        width: a TensorRT engine's profile bounds it, other runners take any (``up_to``).
+
+        Triton must never hand the model a batch beyond it. Asked of the runner, which
+        holds the engine's profile once active, not read again from the run directory.
+        """
+        encoded = tokenize_unpadded(self.model.tokenizer, [WARMUP_TEXT], self.model.max_length)
+        width = int(encoded.lengths.max())
+        accepted = (b for b in range(up_to, 0, -1) if self.runner.accepts(b, width))
+        return next(accepted, up_to)
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """Logits [n, classes] of built texts, padded to their longest row."""
-        encoded = tokenize_unpadded(self.tokenizer, texts, self.max_length)
+        encoded = tokenize_unpadded(self.model.tokenizer, texts, self.model.max_length)
         rows = np.arange(len(texts))
         refusal = self.runner.refusal(len(texts), int(encoded.lengths.max()))
         if refusal:
@@ -118,18 +122,15 @@ def load_served(
 ) -> ServedModel:
     """Registry model ``model`` of ``run`` as the server runs it: activated and warmed up.
 
-    Always on dynamic shapes: a server sees every batch size and width, and a
+    Opened as every command opens a run's model (:meth:`RunModel.open`: runner, tokenizer,
+    class names and text options read once), with the instance's ``threads`` and without
+    CUDA graphs. Always on dynamic shapes: a server sees every batch size and width, and a
     `cpu` model chosen with static shapes compiled each new one on first use
     (~0.5 s a shape, 500 ms stalls at every concurrency; docs/serving.md).
     """
-    runner = runner_for_model(run, model, threads=threads, stage="serve", static_shapes=False)
-    served = ServedModel(
-        runner,
-        run_tokenizer(run),
-        max_length,
-        TextOptions.of(run, max_request_bytes),
-        run_labels(run),
-    )
+    settings = Config(threads=threads, model=ModelConfig(max_length=max_length))
+    opened = RunModel.open(settings, run, model, stage="serve", static_shapes=False)
+    served = ServedModel(opened, max_request_bytes)
     served.activate()
     return served
 

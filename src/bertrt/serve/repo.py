@@ -43,49 +43,17 @@ from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.data import text as text_module
 from bertrt.data.labels import run_labels
-from bertrt.errors import ConfigError, StaleArtifactError, UnavailableError
+from bertrt.errors import ConfigError, StaleArtifactError
 from bertrt.modeling import OUTPUT_NAME, load_onnx, load_tokenizer
 from bertrt.runners.registry import MODELS, ModelSpec, chosen_cpu_model
+from bertrt.serve.options import RepoOptions
 from bertrt.serve.texts import TEXT_INPUTS, TextOptions
+from bertrt.serve.triton_schema import TEXT_SPECS, TensorSpec, out_specs, schema, tensors
 from bertrt.trt.metadata import read_meta
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 ONNX_DTYPES = {1: "TYPE_FP32", 7: "TYPE_INT64", 6: "TYPE_INT32", 10: "TYPE_FP16"}
 TRT_DTYPES = {"FLOAT": "TYPE_FP32", "INT64": "TYPE_INT64", "INT32": "TYPE_INT32"}
-
-
-@dataclass(frozen=True)
-class RepoOptions:
-    model: str = "onnx-cpu"  # any registry name but merged (cpu: what cpu.json names)
-    device: str = "cpu"  # cpu or gpu: the classifier's instance group
-    max_batch: int = 32
-    max_queue_delay_us: int = 2000
-    instances: int = 1
-
-    def check(self) -> None:
-        """Each value in range, in one line naming the flag (exit 2)."""
-        for flag, value, least in (("--max-batch", self.max_batch, 1),
-                                   ("--instances", self.instances, 1),
-                                   ("--max-queue-delay-us", self.max_queue_delay_us, 0)):  # fmt: skip
-            if value < least:
-                raise ConfigError(f"triton-repo {flag} {value}: must be at least {least}")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    data_type: str  # TYPE_* of Triton's schema
-    dims: tuple[int, ...]  # without the batch axis
-
-
-def _pb() -> Any:
-    try:
-        from tritonclient.grpc import model_config_pb2
-    except ImportError as err:
-        raise UnavailableError(
-            f"triton-repo needs tritonclient ({err}); pip install 'tritonclient[http,grpc]'"
-        ) from None
-    return model_config_pb2
 
 
 def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -135,17 +103,6 @@ def engine_io(
     return inputs, [output], meta.profile.batch[2]
 
 
-def _tensors(pb: Any, specs: list[TensorSpec], kind: str) -> list[Any]:
-    cls = pb.ModelInput if kind == "input" else pb.ModelOutput
-    out = []
-    for s in specs:
-        tensor = cls(name=s.name, data_type=pb.DataType.Value(s.data_type), dims=list(s.dims))
-        if kind == "input" and s.name in TEXT_INPUTS:
-            tensor.optional = True
-        out.append(tensor)
-    return out
-
-
 def _batched(pb: Any, config: Any, options: RepoOptions, kind: str) -> Any:
     config.max_batch_size = options.max_batch
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
@@ -155,21 +112,10 @@ def _batched(pb: Any, config: Any, options: RepoOptions, kind: str) -> Any:
     return config
 
 
-TEXT_SPECS = [TensorSpec(n, "TYPE_STRING", (1,)) for n in TEXT_INPUTS]
-
-
-def out_specs(classes: int) -> list[TensorSpec]:
-    """What the ensemble answers: the winning class's name and every class's probability."""
-    return [
-        TensorSpec("label", "TYPE_STRING", (1,)),
-        TensorSpec("probabilities", "TYPE_FP32", (classes,)),
-    ]
-
-
 def tokenizer_config(pb: Any, options: RepoOptions, inputs: list[TensorSpec]) -> Any:
     config = pb.ModelConfig(name="tokenizer", backend="python")
-    config.input.extend(_tensors(pb, TEXT_SPECS, "input"))
-    config.output.extend(_tensors(pb, inputs, "output"))
+    config.input.extend(tensors(pb, TEXT_SPECS, "input"))
+    config.output.extend(tensors(pb, inputs, "output"))
     return _batched(pb, config, options, "KIND_CPU")
 
 
@@ -177,8 +123,8 @@ def postprocess_config(
     pb: Any, options: RepoOptions, outputs: list[TensorSpec], classes: int
 ) -> Any:
     config = pb.ModelConfig(name="postprocess", backend="python")
-    config.input.extend(_tensors(pb, outputs, "input"))
-    config.output.extend(_tensors(pb, out_specs(classes), "output"))
+    config.input.extend(tensors(pb, outputs, "input"))
+    config.output.extend(tensors(pb, out_specs(classes), "output"))
     return _batched(pb, config, options, "KIND_CPU")
 
 
@@ -201,8 +147,8 @@ def classifier_config(pb: Any, options: RepoOptions, classifier: Classifier) -> 
         config = pb.ModelConfig(name="classifier", platform="tensorrt_plan")
     else:
         config = pb.ModelConfig(name="classifier", backend=classifier.runtime)
-    config.input.extend(_tensors(pb, classifier.io[0], "input"))
-    config.output.extend(_tensors(pb, classifier.io[1], "output"))
+    config.input.extend(tensors(pb, classifier.io[0], "input"))
+    config.output.extend(tensors(pb, classifier.io[1], "output"))
     kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     config = _batched(pb, config, options, kind)
     if classifier.runtime == "openvino":
@@ -222,8 +168,8 @@ def classifier_config(pb: Any, options: RepoOptions, classifier: Classifier) -> 
 
 def ensemble_config(pb: Any, options: RepoOptions, inputs: list[TensorSpec], classes: int) -> Any:
     config = pb.ModelConfig(name="bertrt", platform="ensemble", max_batch_size=options.max_batch)
-    config.input.extend(_tensors(pb, TEXT_SPECS, "input"))
-    config.output.extend(_tensors(pb, out_specs(classes), "output"))
+    config.input.extend(tensors(pb, TEXT_SPECS, "input"))
+    config.output.extend(tensors(pb, out_specs(classes), "output"))
     steps = config.ensemble_scheduling.step
     tokenize = steps.add(model_name="tokenizer", model_version=-1)
     for name in TEXT_INPUTS:
@@ -313,7 +259,7 @@ def _python_model(src: str, dst: Path) -> None:
 
 def build_repository(config: Config, run: RunDir, options: RepoOptions, root: Path) -> None:
     """Every model directory of the repository under ``root``."""
-    pb = _pb()
+    pb = schema()
     labels = run_labels(run)
     classifier = _classifier(run, options, len(labels))
     if classifier.runtime == "tensorrt":
@@ -400,7 +346,9 @@ def _umask_mode() -> int:
     return 0o777 & ~mask
 
 
-def write_repository(config: Config, run: RunDir, options: RepoOptions, out: Path) -> Path:
+def write_standalone_repository(
+    config: Config, run: RunDir, options: RepoOptions, out: Path
+) -> Path:
     """Build beside ``out``, then swap it in: ``out`` is the old repository or the new one.
 
     Only an empty directory or a previous repository (:func:`check_out`) is

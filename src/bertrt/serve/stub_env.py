@@ -21,7 +21,7 @@ user installed, and the stub could not import transformers.
 
 How the stub finds it: it embeds Python and locates its prefix from the
 ``python3`` it finds first on ``PATH``; ``bertrt serve`` starts Triton with
-this environment's bin directory first (:func:`bertrt.serve.server.triton_env`).
+this environment's bin directory first (:func:`bertrt.serve.triton_process.triton_env`).
 
 Built once per interpreter under ``~/.cache/bertrt`` (``make serve-env``, or
 the first ``bertrt serve``): a ``venv --without-pip`` and a
