@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bertrt.config import Config
 from bertrt.hardware import usable_cores
+from bertrt.serve.client import MODEL_NAME  # the name clients ask for
 from bertrt.serve.model import SETTINGS_PARAMETER
 from bertrt.serve.options import ServeOptions
 from bertrt.serve.stub_env import path_line
@@ -26,7 +27,6 @@ from bertrt.serve.triton_schema import TEXT_SPECS, out_specs, schema, tensors
 if TYPE_CHECKING:
     from bertrt.serve.triton_process import TritonInstall
 
-MODEL_NAME = "bertrt"
 MODEL_PY = f"""# Written by `bertrt serve`: Triton's Python backend runs bertrt's served model here.
 import sys
 

@@ -45,9 +45,9 @@ from typing import Any
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.runners.run_model import deployment_model
+from bertrt.serve.client import MODEL_NAME
 from bertrt.serve.model import load_served
 from bertrt.serve.model_config import (
-    MODEL_NAME,
     instance_threads,
     model_config,
     takes_turns,

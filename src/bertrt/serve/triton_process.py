@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bertrt.errors import BertrtError, UnavailableError
-from bertrt.serve.client import open_direct
-from bertrt.serve.model_config import MODEL_NAME
+from bertrt.serve.client import MODEL_NAME, open_direct
 from bertrt.serve.options import ServeOptions
 
 LOG = logging.getLogger(__name__)
