@@ -23,7 +23,7 @@ from bertrt.bench import reproducibility
 from bertrt.bench.machine import steal_percent
 from bertrt.bench.report import add_speedups, choose_best, paired_ratio
 from bertrt.bench.results import AccuracyRow, Backend, BenchResults, ModelInfo, Target
-from bertrt.bench.timing import (
+from bertrt.runners.timing import (
     MIN_ITERATIONS,
     MIN_REPEATS,
     Budget,

@@ -7,25 +7,43 @@ VNNI/BF16 and no AMX), so the flags are given here, not read from this CPU.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from bertrt.artifacts import RunDir, write_json
-from bertrt.calibration import cpu_model as cm
-from bertrt.calibration.cpu_model import CpuCandidate, cpu_choice_document, pick
+from bertrt.cpu_choice import choose
+from bertrt.cpu_choice import document as cm
+from bertrt.cpu_choice.candidate import CandidateSpec
+from bertrt.cpu_choice.choose import CpuCandidate, pick
+from bertrt.cpu_choice.document import cpu_choice_document
 from bertrt.runners import openvino_runner, registry
+from bertrt.runners.base import Runner
+from bertrt.runners.registry import MODELS
+from bertrt.runners.timing import TimingPlan
 
 AMX = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
 EPYC = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
 
 
+# The registry model each OpenVINO candidate is (bertrt.calibration.cpu_candidates);
+# ONNX Runtime's graphs may become onnx-cpu.
+PUBLISHED = {"openvino-fp32": "ov-fp32", "openvino-nncf-int8": "ov-int8"}
+
+
 def _cand(name: str, runtime: str, b1: float, b32: float, ok: bool = True) -> CpuCandidate:
     score = (b1 * b32 / 32) ** 0.5
+    static = name.endswith("-static")
     return CpuCandidate(
         name,
         "model.onnx",
         runtime,
+        "ov-qdq" if name.startswith("openvino-qdq") else PUBLISHED.get(name, "onnx-cpu"),
+        static_shapes=static,
+        published_if_best_of_runtime=runtime == "onnxruntime",
         val_accuracy=80.0 - (0 if ok else 1),
         latency_ms_b1=b1,
         latency_ms_b32=b32,
@@ -171,3 +189,50 @@ def test_roofline_counts_bert_flops_and_the_isas_peak(monkeypatch: pytest.Monkey
     assert line.achieved_tflops == pytest.approx(0.998, abs=0.01)
     assert line.peak_tflops == pytest.approx(4.1, abs=0.01)  # 2 cores x 2 GHz x 1024
     assert line.fraction_of_peak == pytest.approx(0.244, abs=0.01)
+
+
+class _Clock(Runner):
+    """A runner that logs each call and takes a fixed time per row."""
+
+    def __init__(self, name: str, ms_per_row: float, calls: list[str]) -> None:
+        super().__init__()
+        self.variant, self.ms_per_row, self.calls = name, ms_per_row, calls
+
+    def _activate(self) -> None: ...
+
+    def _deactivate(self) -> None: ...
+
+    def _infer(self, prepared: Any) -> Any:
+        rows = len(prepared["input_ids"])
+        self.calls.append(f"{self.variant}/b{rows}")
+        time.sleep(self.ms_per_row * rows / 1e3)
+        return np.zeros((rows, 2), dtype=np.float32)
+
+
+def test_candidates_are_timed_in_interleaved_rounds_with_paired_ratios(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Round r of every (candidate, shape) runs before round r + 1 of any, and each
+    candidate's margin is a ratio taken within rounds."""
+    calls: list[str] = []
+    speeds = {"fast": 0.5, "slow": 1.0}
+    monkeypatch.setattr(
+        CandidateSpec, "runner", lambda self, threads: _Clock(self.name, speeds[self.name], calls)
+    )
+    monkeypatch.setattr(
+        choose,
+        "TIMING",
+        {1: TimingPlan(1, 2, 3, round_warmup=0), 32: TimingPlan(1, 1, 3, round_warmup=0)},
+    )
+    specs = [CandidateSpec(n, "x", MODELS["onnx-cpu"], Path(n)) for n in speeds]
+    scored = [(_cand(n, "onnxruntime", 1, 1), spec) for n, spec in zip(speeds, specs, strict=True)]
+    batches = [{"input_ids": np.zeros((b, 8), dtype=np.int64)} for b in (1, 32)]
+    rounds = choose.time_all(scored, batches, threads=1)
+    timed = calls[4:]  # after one warm-up call per (candidate, shape)
+    one_round = ["fast/b1", "fast/b1", "fast/b32", "slow/b1", "slow/b1", "slow/b32"]
+    assert timed == one_round * 3
+    assert len(rounds["fast"]) == 3 and all(
+        s / f > 1.5 for s, f in zip(rounds["slow"], rounds["fast"], strict=True)
+    )
+    fast, slow = (cand for cand, _ in scored)
+    assert fast.score_ms < slow.score_ms

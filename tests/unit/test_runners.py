@@ -164,7 +164,7 @@ def test_a_tensorrt_runner_with_cuda_graphs_can_be_picked_as_best(
     from bertrt.bench.report import choose_best
     from bertrt.bench.results import AccuracyRow, LatencyRow
     from bertrt.bench.stage import _describe
-    from bertrt.bench.timing import summarize
+    from bertrt.runners.timing import summarize
 
     run = make_trained_run(tmp_path, tiny_base, rows=40)
     _fake_engines(run, ("int8",))

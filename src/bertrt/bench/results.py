@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bertrt.bench.timing import LatencyResult
+from bertrt.runners.timing import LatencyResult
 from bertrt.config import BenchConfig
 
 LATENCY_INPUTS = (

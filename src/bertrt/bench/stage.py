@@ -60,7 +60,7 @@ from bertrt.bench.results import (
     ModelInfo,
 )
 from bertrt.bench.roofline import roofline
-from bertrt.bench.timing import (
+from bertrt.runners.timing import (
     Budget,
     ShapeTimer,
     TimingPlan,
@@ -223,10 +223,10 @@ def _measure_all(
     where: tuple[RunDir, int],
 ) -> tuple[list[LatencyRow], dict[str, np.ndarray], dict[str, Backend], Budget]:
     """Latency rows, test logits and descriptions of every runner that ran (reference first),
-    and what the latency budget bought (:func:`bertrt.bench.timing.fit_to_budget`).
+    and what the latency budget bought (:func:`bertrt.runners.timing.fit_to_budget`).
 
     All runners are active at once so that their timing rounds can be
-    interleaved (:func:`bertrt.bench.timing.interleave`). A runner that fails
+    interleaved (:func:`bertrt.runners.timing.interleave`). A runner that fails
     is listed as skipped with the error and dropped (closed with the others
     at the end), and the rest go on; only the reference's failure stops the
     bench, since agreement needs it.
@@ -262,7 +262,7 @@ def _time_rounds(active: Active, found: Discovery, budget: Budget) -> Budget:
     """Round r of every (runner, shape) before round r + 1 of any, as many rounds as the
     budget allows: the warm-up's estimate is only as good as the load it ran under, so
     after each round the rest is projected from the rounds' own time, and the rounds stop
-    (never before :data:`~bertrt.bench.timing.MIN_REPEATS`) when the next would overrun."""
+    (never before :data:`~bertrt.runners.timing.MIN_REPEATS`) when the next would overrun."""
     total = sum(len(t) for _, t in active.values()) * max(budget.repeats, 1)
     start, done = time.perf_counter(), 0
     with tqdm(total=total, desc="latency (interleaved rounds)", unit="round") as bar:

@@ -18,15 +18,7 @@ from typing import Any
 import numpy as np
 
 from bertrt.artifacts import RunDir, write_json
-from bertrt.calibration.cpu_model import (
-    CandidateInputs,
-    ChoiceRule,
-    CpuCandidate,
-    build_candidates,
-    choose_cpu_model,
-    cpu_choice_document,
-    pick,
-)
+from bertrt.calibration.cpu_candidates import CandidateInputs, build_candidates
 from bertrt.calibration.quantize import (
     Candidate,
     calibrate_ranges,
@@ -45,6 +37,8 @@ from bertrt.calibration.sweep import (
     sensitivity,
 )
 from bertrt.config import CalibrationConfig, Config
+from bertrt.cpu_choice.choose import TIMING, ChoiceRule, CpuCandidate, choose_cpu_model, pick
+from bertrt.cpu_choice.document import cpu_choice_document
 from bertrt.data import load_split
 from bertrt.data.labels import run_is_labelled
 from bertrt.hardware import usable_cores
@@ -84,8 +78,9 @@ def run(config: Config, rundir: RunDir) -> StageResult:
                 "rule": cpu.rule.to_dict(),
                 "onnxruntime_chosen": cpu.best_ort.name,
                 "timing": f"ms at seq {config.model.max_length}, batch 1 and 32, "
-                f"{config.threads or usable_cores()} threads: "
-                "best of 3 round-robin medians",
+                f"{config.threads or usable_cores()} threads: median of "
+                f"{TIMING[1].repeats} interleaved rounds (bertrt.runners.timing); "
+                "paired_ratio_vs_chosen: [median, min, max] of per-round score ratios",
                 "candidates": [c.to_dict() for c in cpu.candidates],
             },
         }
@@ -318,8 +313,7 @@ def _choose_cpu(
         return next(iter(found.values()))
 
     inputs = CandidateInputs(
-        fp32=rundir.onnx("fp32"),
-        opt=rundir.onnx("opt"),
+        run=rundir,
         prepared=prepared,
         qdq=qdq,
         calibration=reader.batches,

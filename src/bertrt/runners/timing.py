@@ -1,5 +1,9 @@
 """Latency of one runner on one input shape, measured the way a GPU or CPU engineer would.
 
+The bench and calibrate's CPU deployment choice (:mod:`bertrt.cpu_choice`) both
+time runners through this module, so a choice and the figures that justify
+it are taken the same way.
+
 * Inputs are built once, outside the timed region, identical for every
   runner (:func:`synthetic_batch`, seeded), and converted to the runner's
   native form (``prepare``: CUDA tensors, OrtValues) before timing.
