@@ -120,18 +120,9 @@ class CalibrationConfig:
     eval_rows: int | None = None
     # Candidates for the CPU deployment model (cpu.json names the winner; the best
     # ONNX Runtime one is onnx/model.cpu.onnx); the fastest within budget wins.
-    cpu_candidates: list[str] = field(
-        default_factory=lambda: [
-            "dynamic-int8",
-            "static-u8s8",
-            "static-u8s8-folded",
-            "fp32-opt",
-            "openvino-fp32",
-            "openvino-nncf-int8",
-            "openvino-qdq",
-            "openvino-qdq-static",
-        ]
-    )
+    # None: every candidate calibrate knows but dynamic-int8-opt
+    # (bertrt.calibration.cpu_candidates, docs/configuration.md).
+    cpu_candidates: list[str] | None = None
 
 
 @dataclass
