@@ -45,7 +45,9 @@ from bertrt.data import text as text_module
 from bertrt.data.labels import run_labels
 from bertrt.errors import ConfigError, StaleArtifactError
 from bertrt.modeling import OUTPUT_NAME, load_onnx, load_tokenizer
-from bertrt.runners.registry import MODELS, ModelSpec, chosen_cpu_model
+from bertrt.runners.identity import Precision
+from bertrt.runners.registry import MODEL_NAMES, MODELS, resolve, runtime_of
+from bertrt.runners.spec import ModelSpec, TritonServing
 from bertrt.serve.options import RepoOptions
 from bertrt.serve.texts import TEXT_INPUTS, TextOptions
 from bertrt.serve.triton_schema import TEXT_SPECS, TensorSpec, out_specs, schema, tensors
@@ -131,37 +133,34 @@ def postprocess_config(
 @dataclass(frozen=True)
 class Classifier:
     """What the classifier model serves: the registry model (``cpu`` resolved through
-    cpu.json), the files of its version directory, and their inputs and outputs."""
+    cpu.json), how its runtime is served, the files of its version directory, and
+    their inputs and outputs."""
 
     spec: ModelSpec
+    serving: TritonServing
     files: dict[str, Path]  # name in the version directory -> the run's file
     io: tuple[list[TensorSpec], list[TensorSpec]]
 
-    @property
-    def runtime(self) -> str:  # onnxruntime, openvino or tensorrt
-        return self.spec.framework
-
 
 def classifier_config(pb: Any, options: RepoOptions, classifier: Classifier) -> Any:
-    if classifier.runtime == "tensorrt":
-        config = pb.ModelConfig(name="classifier", platform="tensorrt_plan")
+    serving = classifier.serving
+    if serving.platform:
+        config = pb.ModelConfig(name="classifier", platform=serving.platform)
     else:
-        config = pb.ModelConfig(name="classifier", backend=classifier.runtime)
+        config = pb.ModelConfig(name="classifier", backend=serving.backend)
     config.input.extend(tensors(pb, classifier.io[0], "input"))
     config.output.extend(tensors(pb, classifier.io[1], "output"))
     kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     config = _batched(pb, config, options, kind)
-    if classifier.runtime == "openvino":
-        if "model.onnx" in classifier.files:  # the backend's default is model.xml
-            config.default_model_filename = "model.onnx"
-        # One stream per instance, tuned for latency: instances give the parallelism.
-        for key, value in (("NUM_STREAMS", "1"), ("PERFORMANCE_HINT", "LATENCY")):
-            config.parameters[key].string_value = value
-    if options.device == "gpu" and classifier.runtime == "onnxruntime":
+    if serving.files == "openvino-ir-or-onnx" and "model.onnx" in classifier.files:
+        config.default_model_filename = "model.onnx"  # the backend's default is model.xml
+    for key, value in serving.parameters:
+        config.parameters[key].string_value = value
+    if options.device == "gpu" and serving.backend == "onnxruntime":
         accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
         accel.name = "tensorrt"
         accel.parameters["precision_mode"] = (
-            "INT8" if classifier.spec.precision == "int8" else "FP16"
+            "INT8" if classifier.spec.precision == Precision.INT8 else "FP16"
         )
     return config
 
@@ -204,31 +203,37 @@ def _write(path: Path, config: Any) -> None:
     (path / "config.pbtxt").write_text(text_format.MessageToString(config))
 
 
+def servable_models() -> list[str]:
+    """The model names Triton can serve: those of runtimes with a Triton backend, and cpu."""
+    return [
+        name
+        for name in MODEL_NAMES
+        if name not in MODELS or not isinstance(runtime_of(MODELS[name]).triton, str)
+    ]
+
+
 def _classifier(run: RunDir, options: RepoOptions, classes: int) -> Classifier:
     """The model the classifier serves, checked (present, fresh, servable on the device)."""
-    spec = MODELS.get(options.model)
-    if spec is None or spec.framework == "torch":
-        names = ", ".join(n for n in MODELS if n != "merged")
-        raise ConfigError(f"triton-repo --model {options.model!r}: choose from {names}")
-    if spec.framework == "choice":
-        run.require("triton-repo", [spec.artifact(run)], producer=spec.producer)
-        spec = MODELS[chosen_cpu_model(run)]
-    if spec.framework == "openvino" and options.device == "gpu":
+    if options.model not in MODEL_NAMES:
         raise ConfigError(
-            f"triton-repo --model {options.model}: an OpenVINO model is served on the CPU "
-            "(--device cpu); for a GPU use onnx-* or trt-*"
+            f"triton-repo --model {options.model!r}: choose from {', '.join(servable_models())}"
         )
+    spec, _ = resolve(run, options.model, "triton-repo")
+    serving = runtime_of(spec).triton
+    if isinstance(serving, str):
+        raise ConfigError(f"triton-repo --model {options.model}: {serving}")
+    if options.device == "gpu" and serving.gpu_refusal:
+        raise ConfigError(f"triton-repo --model {options.model}: {serving.gpu_refusal}")
     path = spec.artifact(run)
     run.require("triton-repo", [path], producer=spec.producer)
-    if spec.framework == "tensorrt":
+    if serving.files == "tensorrt-plan":
         inputs, outputs, _ = engine_io(run, spec.variant, classes)
-        return Classifier(spec, {"model.plan": path}, (inputs, outputs))
-    if spec.framework == "openvino" and spec.model_file(run).suffix == ".xml":
+        return Classifier(spec, serving, {"model.plan": path}, (inputs, outputs))
+    if serving.files == "openvino-ir-or-onnx" and spec.model_file(run).suffix == ".xml":
         xml = spec.model_file(run)
-        return Classifier(
-            spec, {"model.xml": xml, "model.bin": xml.with_suffix(".bin")}, ir_io(xml)
-        )
-    return Classifier(spec, {"model.onnx": path}, onnx_io(path))
+        files = {"model.xml": xml, "model.bin": xml.with_suffix(".bin")}
+        return Classifier(spec, serving, files, ir_io(xml))
+    return Classifier(spec, serving, {"model.onnx": path}, onnx_io(path))
 
 
 def ir_io(xml: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -262,7 +267,7 @@ def build_repository(config: Config, run: RunDir, options: RepoOptions, root: Pa
     pb = schema()
     labels = run_labels(run)
     classifier = _classifier(run, options, len(labels))
-    if classifier.runtime == "tensorrt":
+    if classifier.serving.files == "tensorrt-plan":
         _, _, max_batch = engine_io(run, classifier.spec.variant, len(labels))
         options = RepoOptions(
             **{**options.__dict__, "max_batch": min(options.max_batch, max_batch)}
