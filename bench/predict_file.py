@@ -46,7 +46,7 @@ from bertrt.artifacts import RunDir, read_json
 from bertrt.bench.e2e import run_policy
 from bertrt.config import Config, load_config
 from bertrt.data.stage import load_split, read_split
-from bertrt.hardware import cpu_flags, cpu_model, usable_cores
+from bertrt.hardware import cpu_flags, cpu_name, usable_cores
 from bertrt.runners.run_model import RunModel
 from bertrt.scoring.job import ScoreOptions, layout_for
 from bertrt.scoring.local import ScoreReport, score_file
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = list(load_split(run, ("test",), csv=args.data)["test"]["text"])[: args.reference_rows]
     results: dict[str, Any] = {
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": cpu_name(),
             "cores": usable_cores(),
             "isa": [f for f in ISA if f in cpu_flags()],
         }

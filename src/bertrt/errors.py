@@ -19,7 +19,8 @@ class ConfigError(BertrtError):
 
 
 class DataError(BertrtError):
-    """The input CSV is unreadable or does not follow the Kaggle schema."""
+    """An input data file (CSV, JSONL, Parquet; the Kaggle CSV or a generic one) is unreadable,
+    or a row, column or option does not fit it."""
 
     exit_code = 1
 

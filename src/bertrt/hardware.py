@@ -24,7 +24,8 @@ def _cpuinfo() -> str:
     return ""
 
 
-def cpu_model() -> str:
+def cpu_name() -> str:
+    """The CPU's brand string (/proc/cpuinfo's "model name"), as cpu.json and results record it."""
     for line in _cpuinfo().splitlines():
         if line.lower().startswith("model name"):
             return line.split(":", 1)[1].strip()

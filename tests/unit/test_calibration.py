@@ -22,7 +22,7 @@ from bertrt.calibration import (
 from bertrt.calibration.quantize import prepare_model, quantized_nodes
 from bertrt.config import load_config
 from bertrt.errors import ConfigError, StaleArtifactError
-from bertrt.hardware import cpu_flags, cpu_model
+from bertrt.hardware import cpu_flags, cpu_name
 from bertrt.modeling import load_tokenizer, onnx_input_names
 from bertrt.trt.onnx_support import check_trt_ready
 from tests.conftest import make_trained_run
@@ -191,7 +191,7 @@ def test_calibrate_stage_writes_models_and_report(exported: RunDir) -> None:
     assert choice["candidate"] == saved["cpu"]["chosen"]
     assert choice["model"] in {"onnx-cpu", "ov-fp32", "ov-int8", "ov-qdq"}
     assert choice["candidates"][saved["cpu"]["onnxruntime_chosen"]]["model"] == "onnx-cpu"
-    assert choice["isa_flags"] == cpu_flags() and choice["cpu"] == cpu_model()
+    assert choice["isa_flags"] == cpu_flags() and choice["cpu"] == cpu_name()
     assert record["extra"]["int8"]["chosen"] == saved["int8"]["chosen"]
     assert not list(exported.root.glob(".staging-*")) and not list(exported.onnx_dir.glob(".*"))
     batch = {

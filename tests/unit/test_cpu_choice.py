@@ -90,7 +90,7 @@ def test_the_choice_is_recorded_with_the_cpu_and_its_isa(
     runtime: str,
 ) -> None:
     monkeypatch.setattr(cm, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(cm, "cpu_model", lambda: "Some CPU")
+    monkeypatch.setattr(cm, "cpu_name", lambda: "Some CPU")
     document = cpu_choice_document(candidates, threads=2)
     assert (document["model"], document["runtime"]) == (model, runtime)
     assert document["isa_flags"] == flags and document["cpu"] == "Some CPU"
@@ -128,12 +128,12 @@ def test_a_run_moved_to_a_cpu_with_other_flags_warns(
 ) -> None:
     run = RunDir(tmp_path)
     write_json(run.cpu_choice, {"model": "ov-int8", "cpu": "Xeon", "isa_flags": AMX})
-    monkeypatch.setattr(registry, "cpu_model", lambda: "Xeon")
+    monkeypatch.setattr(registry, "cpu_name", lambda: "Xeon")
     monkeypatch.setattr(registry, "cpu_flags", lambda: AMX)
     with caplog.at_level(logging.WARNING):
         assert registry.chosen_cpu_model(run) == "ov-int8"
     assert not caplog.records
-    monkeypatch.setattr(registry, "cpu_model", lambda: "EPYC")
+    monkeypatch.setattr(registry, "cpu_name", lambda: "EPYC")
     monkeypatch.setattr(registry, "cpu_flags", lambda: EPYC)
     with caplog.at_level(logging.WARNING):
         assert registry.chosen_cpu_model(run) == "ov-int8"

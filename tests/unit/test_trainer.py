@@ -744,7 +744,7 @@ def test_training_says_its_precision_and_why(monkeypatch: pytest.MonkeyPatch) ->
     """A CPU without native bf16 trains in fp32, about twice as slow: said before it starts."""
     from bertrt.trainer import train as train_module
 
-    monkeypatch.setattr(train_module, "cpu_model", lambda: "Some Xeon")
+    monkeypatch.setattr(train_module, "cpu_name", lambda: "Some Xeon")
     monkeypatch.setattr(train_module, "cpu_flags", lambda: ["avx512_vnni"])
     line = train_module.precision_reason("fp32", cuda=False)
     assert "fp32" in line and "no native bf16" in line and "max_train_rows" in line

@@ -14,7 +14,7 @@ import platform
 from typing import Any
 
 from bertrt.artifacts import package_versions
-from bertrt.hardware import cpu_flags, cpu_model, usable_cores
+from bertrt.hardware import cpu_flags, cpu_name, usable_cores
 
 
 def pin_threads(threads: int | None) -> int:
@@ -78,7 +78,7 @@ def machine_info(threads: int) -> dict[str, Any]:
     import torch
 
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cpu_flags": cpu_flags(),
         "cores": usable_cores(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

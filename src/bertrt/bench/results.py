@@ -14,8 +14,8 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bertrt.runners.timing import LatencyResult
 from bertrt.config import BenchConfig
+from bertrt.runners.timing import LatencyResult
 
 LATENCY_INPUTS = (
     "synthetic token ids of exactly (batch, seq), full attention mask, "

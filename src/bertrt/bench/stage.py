@@ -60,14 +60,6 @@ from bertrt.bench.results import (
     ModelInfo,
 )
 from bertrt.bench.roofline import roofline
-from bertrt.runners.timing import (
-    Budget,
-    ShapeTimer,
-    TimingPlan,
-    fit_to_budget,
-    interleave,
-    synthetic_batch,
-)
 from bertrt.config import BenchConfig, Config
 from bertrt.errors import BertrtError, ConfigError, MissingArtifactError, StaleArtifactError
 from bertrt.runners.base import Runner
@@ -79,6 +71,14 @@ from bertrt.runners.registry import (
     reference_runner,
     runner_for_model,
     selected,
+)
+from bertrt.runners.timing import (
+    Budget,
+    ShapeTimer,
+    TimingPlan,
+    fit_to_budget,
+    interleave,
+    synthetic_batch,
 )
 from bertrt.stages import StageResult, stage
 
@@ -145,7 +145,7 @@ def _gather(config: Config, run: RunDir) -> tuple[BenchResults, list[str], set[P
         phases=phases,
         latency_budget=budget.to_dict(),
     )
-    results.cpu_model, precision = _cpu_model(run, config.threads)
+    results.cpu_model, precision = _deployment_cpu_label(run, config.threads)
     results.roofline = _roofline(run, results, precision)
     results.targets = summary_targets(results, config.accuracy_budget, config.min_agreement)
     return results, list(runners), {p for c in ran for p in c.inputs if p.exists()}
@@ -334,7 +334,7 @@ def _model_info(run: RunDir) -> ModelInfo:
     )
 
 
-def _cpu_model(run: RunDir, threads: int | None) -> tuple[str | None, str]:
+def _deployment_cpu_label(run: RunDir, threads: int | None) -> tuple[str | None, str]:
     """The label of the run's `cpu` model and the precision its matmuls run in, if chosen.
 
     Building the runner (not activating it) also warns when cpu.json was

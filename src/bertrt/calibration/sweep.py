@@ -22,15 +22,15 @@ import numpy as np
 from tqdm import tqdm
 
 from bertrt.calibration.quantize import Candidate, quantize_qdq
-from bertrt.runners.ort_runner import OrtRunner
 from bertrt.runners.predict import TokenizedRows, predict_logits
+from bertrt.runners.registry import runner_for_file
 
 log = logging.getLogger(__name__)
 
 
 def logits(path: Path, data: TokenizedRows, threads: int | None = None) -> np.ndarray:
     """Logits of one ONNX model on the validation rows (CPU provider, the project's settings)."""
-    with OrtRunner(path, threads=threads) as runner:
+    with runner_for_file(path, "onnx-fp32", threads) as runner:
         return predict_logits(runner, data)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bertrt.cpu_choice.choose import ChoiceRule, CpuCandidate, pick
-from bertrt.hardware import cpu_flags, cpu_model, usable_cores
+from bertrt.hardware import cpu_flags, cpu_name, usable_cores
 
 
 def published_names(candidates: Sequence[CpuCandidate]) -> dict[str, str]:
@@ -38,7 +38,7 @@ def cpu_choice_document(
         "runtime": best.runtime,
         "static_shapes": best.static_shapes,
         **({"rule": rule.to_dict()} if rule is not None else {}),
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "isa_flags": cpu_flags(),
         "threads": threads or usable_cores(),
         "candidates": {

@@ -32,12 +32,14 @@ from pathlib import Path
 
 from bertrt.artifacts import RunDir, read_json
 from bertrt.errors import BertrtError, ConfigError, StaleArtifactError, UnavailableError
-from bertrt.hardware import cpu_flags, cpu_model
+from bertrt.hardware import cpu_flags, cpu_name
 from bertrt.runners.base import Runner
 from bertrt.runners.identity import Skip
 from bertrt.runners.openvino_runner import OpenVinoRuntime
 from bertrt.runners.ort_runner import OnnxRuntime
 from bertrt.runners.spec import Candidate, ModelSpec, RunnerOptions, Runtime
+from bertrt.runners.torch_compile import TorchCompileRuntime
+from bertrt.runners.torch_dynamic_int8 import TorchDynamicInt8Runtime
 from bertrt.runners.torch_runner import TorchRuntime, reference_runner
 from bertrt.runners.trt_runner import TensorRtRuntime, tensorrt_unavailable
 
@@ -53,6 +55,7 @@ __all__ = [
     "discover",
     "reference_runner",
     "resolve",
+    "runner_for_file",
     "runner_for_model",
     "runtime_of",
     "selected",
@@ -64,6 +67,8 @@ log = logging.getLogger(__name__)
 # Every runtime, in the order the bench lists them. One line per runtime.
 RUNTIMES: tuple[Runtime, ...] = (
     TorchRuntime(),
+    TorchDynamicInt8Runtime(),
+    TorchCompileRuntime(),
     OnnxRuntime(),
     OpenVinoRuntime(),
     TensorRtRuntime(),
@@ -83,6 +88,13 @@ def runtime_of(model: ModelSpec) -> Runtime:
 
 def unknown_model(model: str) -> ConfigError:
     return ConfigError(f"unknown model {model!r}; choose from {', '.join(MODEL_NAMES)}")
+
+
+def runner_for_file(path: Path, like: str, threads: int | None = None) -> Runner:
+    """A runner over ``path``, a file of the kind registry model ``like`` is, not in a run
+    (e.g. an INT8 candidate calibrate is scoring)."""
+    spec = MODELS[like]
+    return runtime_of(spec).runner_on(path, spec, RunnerOptions(threads))
 
 
 # -- one model by name ------------------------------------------------------------
@@ -136,7 +148,7 @@ def chosen_cpu_model(run: RunDir) -> str:
     """
     document = read_json(run.cpu_choice)
     here, there = cpu_flags(), list(document.get("isa_flags", []))
-    if here != there or cpu_model() != document.get("cpu"):
+    if here != there or cpu_name() != document.get("cpu"):
         log.warning(
             "%s: the cpu model (%s) was chosen on %s [%s]; this is %s [%s]: rerun "
             "`bertrt calibrate --run-dir %s` to choose for this CPU (the bench times every "
@@ -145,7 +157,7 @@ def chosen_cpu_model(run: RunDir) -> str:
             document["model"],
             document.get("cpu"),
             " ".join(there),
-            cpu_model(),
+            cpu_name(),
             " ".join(here),
             run.root,
         )
@@ -199,7 +211,7 @@ def discover(
                 found.skipped.append(item)
             else:
                 found.runners.append(item)
-    _cpu_model(found, run, threads)
+    _deployment_cpu_model(found, run, threads)
     kept = [c for c in found.runners if selected(c.label, patterns)]
     for cand in found.runners:
         if cand not in kept:
@@ -208,7 +220,7 @@ def discover(
     return found
 
 
-def _cpu_model(found: Discovery, run: RunDir, threads: int | None) -> None:
+def _deployment_cpu_model(found: Discovery, run: RunDir, threads: int | None) -> None:
     """The run's `cpu` model, when its runner is not one of the above (e.g. static shapes)."""
     if not run.cpu_choice.is_file() or _stale(run, run.cpu_choice):
         return

@@ -25,7 +25,7 @@ import torch
 from bertrt.config import Config, TrainConfig
 from bertrt.data.labels import label_maps
 from bertrt.errors import ConfigError, UnavailableError
-from bertrt.hardware import cpu_flags, cpu_has_native_bf16, cpu_model
+from bertrt.hardware import cpu_flags, cpu_has_native_bf16, cpu_name
 from bertrt.metrics import classification_metrics
 from bertrt.modeling import ATTENTION, model_input_names, resolve_base_model
 from bertrt.trainer.hub import from_pretrained
@@ -59,11 +59,11 @@ def precision_reason(precision: str, cuda: bool) -> str:
         return f"training in {precision} on {torch.cuda.get_device_name()}"
     native = sorted({"amx_bf16", "avx512_bf16"} & set(cpu_flags()))
     if precision == "bf16":
-        return f"training in bf16 autocast: {cpu_model()} has native bf16 ({', '.join(native)})"
+        return f"training in bf16 autocast: {cpu_name()} has native bf16 ({', '.join(native)})"
     if native:
-        return f"training in fp32 (train.precision={precision}) on {cpu_model()}"
+        return f"training in fp32 (train.precision={precision}) on {cpu_name()}"
     return (
-        f"training in fp32: {cpu_model()} has no native bf16 (no amx_bf16 or avx512_bf16), "
+        f"training in fp32: {cpu_name()} has no native bf16 (no amx_bf16 or avx512_bf16), "
         "where bf16 autocast is emulated and slower; expect about twice the time of a CPU "
         "with it (size the run with train.max_train_rows)"
     )
@@ -79,7 +79,7 @@ def device_description(precision: str) -> dict[str, Any]:
         }
     return {
         "type": "cpu",
-        "name": cpu_model(),
+        "name": cpu_name(),
         "threads": torch.get_num_threads(),
         "precision": f"{precision}-autocast" if precision != "fp32" else "fp32",
     }
