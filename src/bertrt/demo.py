@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bertrt.artifacts import RunDir
 from bertrt.config import Config
-from bertrt.data.text import clean_body, question_text
+from bertrt.data.text import request_text
 from bertrt.errors import BertrtError, ConfigError, UnavailableError
 from bertrt.modeling import clip_text
 
@@ -76,9 +76,7 @@ def request_fields(text: str | None, title: str | None, body: str | None) -> Fie
 
 def model_text(fields: Fields, code_blocks: str) -> str:
     """The text the model reads for ``fields``, built as the data stage built training texts."""
-    if "text" in fields:
-        return clean_body(fields["text"], code_blocks)
-    return question_text(fields.get("title", ""), fields.get("body", ""), code_blocks)
+    return request_text(fields.get("text"), fields.get("title"), fields.get("body"), code_blocks)
 
 
 def too_long(tokenizer: Any, text: str, max_length: int) -> bool:

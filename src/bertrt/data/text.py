@@ -46,6 +46,22 @@ def question_text(
     return f"{prefix}{title.strip()}\n{clean_body(body, code_blocks)}"
 
 
+def request_text(
+    text: str | None = None,
+    title: str | None = None,
+    body: str | None = None,
+    code_blocks: str = "keep",
+) -> str:
+    """The model text of one question as a user sends it: the whole ``text``, or ``title``
+    and ``body``, built as the data stage built the training texts. The one place a request
+    or a scored row becomes text (RunModel.text_of, the served model, the demo). Tabular
+    features are unknown at request time, so a run trained with features_in_text gets the
+    text without them."""
+    if text is not None:
+        return clean_body(text, code_blocks)
+    return question_text(title or "", body or "", code_blocks)
+
+
 def require_text(text: str, where: str) -> str:
     """``text`` if a model may score it: the data stage drops rows with no text, so
     predicting on empty or whitespace-only text would be a confident guess about nothing."""

@@ -23,7 +23,7 @@ from bertrt.artifacts import RunDir
 from bertrt.config import Config
 from bertrt.data import read_split
 from bertrt.data.labels import labels_of
-from bertrt.data.text import clean_body, question_text
+from bertrt.data.text import request_text
 from bertrt.errors import MissingArtifactError, StaleArtifactError
 from bertrt.metrics import softmax
 from bertrt.modeling import clip_text, load_tokenizer
@@ -115,15 +115,9 @@ class RunModel:
     def text_of(
         self, text: str | None = None, title: str | None = None, body: str | None = None
     ) -> str:
-        """The model text of one question, built as the data stage built the training texts.
-
-        ``text`` is the whole question; otherwise ``title`` and ``body`` are joined. Tabular
-        features are unknown here, so a run trained with features_in_text gets the text
-        without them.
-        """
-        if text is not None:
-            return clean_body(text, self.code_blocks)
-        return question_text(title or "", body or "", self.code_blocks)
+        """The model text of one question (:func:`bertrt.data.text.request_text`) with the
+        run's text options."""
+        return request_text(text, title, body, self.code_blocks)
 
     def tokenize(self, texts: Sequence[str]) -> TokenizedRows:
         """Length-sorted batches of ``texts`` (for a caller that scores them more than once)."""

@@ -1,9 +1,8 @@
 """Request payloads to model inputs, exactly as the data stage built the training texts.
 
 A request carries ``text`` (the whole question) or ``title`` and/or ``body``;
-either way the text goes through :func:`bertrt.data.text.clean_body` /
-:func:`bertrt.data.text.question_text` with the run's own ``split.json`` text
-options, so a served question is tokenized like the rows the model was
+either way the text goes through :func:`bertrt.data.text.request_text` (as
+in every other consumer) with the run's own ``split.json`` text options, so a served question is tokenized like the rows the model was
 trained and benchmarked on. Anything malformed raises :class:`RequestError`
 with a message meant for the client.
 """
@@ -18,7 +17,7 @@ import numpy as np
 
 from bertrt.artifacts import RunDir
 from bertrt.data import read_split
-from bertrt.data.text import clean_body, question_text
+from bertrt.data.text import request_text
 
 TEXT_INPUTS = ("text", "title", "body")
 
@@ -90,7 +89,7 @@ def build_texts(request: Mapping[str, Any], options: TextOptions) -> list[str]:
     if "text" in given and len(given) > 1:
         raise RequestError("send either `text` or `title`/`body`, not both")
     if "text" in given:
-        texts = [clean_body(t, options.code_blocks) for t in given["text"]]
+        texts = [request_text(text=t, code_blocks=options.code_blocks) for t in given["text"]]
     else:
         titles, bodies = given.get("title"), given.get("body")
         n = len(titles if titles is not None else bodies or [])
@@ -98,7 +97,8 @@ def build_texts(request: Mapping[str, Any], options: TextOptions) -> list[str]:
         if len(titles) != len(bodies):
             raise RequestError(f"`title` has {len(titles)} rows, `body` {len(bodies)}")
         texts = [
-            question_text(t, b, options.code_blocks) for t, b in zip(titles, bodies, strict=True)
+            request_text(title=t, body=b, code_blocks=options.code_blocks)
+            for t, b in zip(titles, bodies, strict=True)
         ]
     if not texts:
         raise RequestError("empty request: no rows")
