@@ -11,6 +11,7 @@ tests skip with that line; any other refusal fails them.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ from bertrt.artifacts import RunDir
 from bertrt.config import load_config
 from bertrt.data.text import clean_body, question_text
 from bertrt.runners.base import Runner
+from bertrt.runners.batching import MIN_WIDTH, SERVED_PAD_MULTIPLE, padded_width
 from bertrt.serve.texts import RequestError, TextOptions, build_texts
 
 TEXTS = [
@@ -345,6 +347,16 @@ def test_generated_text_builder_and_tokenizer_match_the_run(
     for text in TEXTS:
         assert namespace["clean_body"](text, "mark") == clean_body(text, "mark")  # type: ignore[operator]
         assert namespace["question_text"]("T", text, "drop") == question_text("T", text, "drop")  # type: ignore[operator]
+        assert namespace["request_text"](None, "T", text, "drop") == question_text(  # type: ignore[operator]
+            "T", text, "drop"
+        )
+    # The one padding rule, copied: the served multiple (32) keeps the widths it always had.
+    settings = json.loads((out / "tokenizer" / "1" / "bertrt_text.json").read_text())
+    copied = namespace["padded_width"]
+    for longest in range(1, 129):
+        width = copied(longest, 128, settings["pad_multiple"], settings["min_width"])  # type: ignore[operator]
+        assert width == min(-(-longest // 32) * 32, 128)
+        assert width == padded_width(longest, 128, SERVED_PAD_MULTIPLE, MIN_WIDTH)
     tok = Tokenizer.from_file(str(out / "tokenizer" / "1" / "tokenizer.json"))
     tok.no_padding()
     tok.enable_truncation(32)

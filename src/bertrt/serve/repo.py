@@ -45,6 +45,7 @@ from bertrt.data import text as text_module
 from bertrt.data.labels import run_labels
 from bertrt.errors import ConfigError, StaleArtifactError
 from bertrt.modeling import OUTPUT_NAME, load_onnx, load_tokenizer
+from bertrt.runners import batching
 from bertrt.runners.identity import Precision
 from bertrt.runners.registry import MODEL_NAMES, MODELS, resolve, runtime_of
 from bertrt.runners.spec import ModelSpec, TritonServing
@@ -186,11 +187,20 @@ def ensemble_config(pb: Any, options: RepoOptions, inputs: list[TensorSpec], cla
 
 
 def text_builder_source() -> str:
-    """The data stage's text functions, verbatim, without its pandas import."""
+    """The data stage's text functions and the one padding rule, verbatim, without their
+    modules' imports: the container runs them with the standard library only."""
     source = inspect.getsource(text_module)
     constants = [line for line in source.splitlines() if line.startswith("_") and " = re." in line]
-    functions = [inspect.getsource(f) for f in (text_module.clean_body, text_module.question_text)]
-    header = '"""Copied from bertrt.data.text by `bertrt triton-repo`."""\n\n'
+    functions = [
+        inspect.getsource(f)
+        for f in (
+            text_module.clean_body,
+            text_module.question_text,
+            text_module.request_text,
+            batching.padded_width,
+        )
+    ]
+    header = '"""Copied from bertrt.data.text and bertrt.runners.batching by `bertrt triton-repo`."""\n\n'
     header += "from __future__ import annotations\n\nimport re\n\n"
     return header + "\n".join(constants) + "\n\n\n" + "\n\n".join(functions)
 
@@ -311,6 +321,8 @@ def _tokenizer_files(config: Config, run: RunDir, tok: Path, inputs: list[str]) 
         "max_length": config.model.max_length,
         "inputs": inputs,
         "pad_id": int(load_tokenizer(run.merged).pad_token_id or 0),
+        "pad_multiple": batching.SERVED_PAD_MULTIPLE,
+        "min_width": batching.MIN_WIDTH,
     }
     (tok / "bertrt_text.json").write_text(json.dumps(settings))
     (tok / "text_builder.py").write_text(text_builder_source())

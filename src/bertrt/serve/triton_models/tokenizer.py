@@ -5,9 +5,11 @@ Copied as ``tokenizer/1/model.py`` by ``bertrt triton-repo``, beside the run's
 so the container needs only ``tokenizers`` and NumPy. It emits exactly the
 classifier's inputs (``bertrt_text.json``: ``inputs``; no ``token_type_ids``
 for DistilBERT or RoBERTa), padded with the tokenizer's own ``pad_id``. Each request is padded
-to its own longest row rounded up to ``BUCKET`` tokens: the classifier's
-dynamic batcher batches only equal shapes, so a few widths batch far better
-than every width.
+by the project's one padding rule (``padded_width``, copied into text_builder.py
+from bertrt.runners.batching) with the coarser multiple bertrt_text.json gives
+(``pad_multiple``): the classifier's dynamic batcher batches only equal shapes,
+so a few widths batch far better than every width. A request becomes text
+through the same ``request_text`` as everywhere else in the project.
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from text_builder import clean_body, question_text
+from text_builder import padded_width, request_text
 from tokenizers import Tokenizer
-
-BUCKET = 32
 
 
 class TritonPythonModel:
@@ -32,6 +32,8 @@ class TritonPythonModel:
         self.max_length = int(settings["max_length"])
         self.inputs = list(settings["inputs"])
         self.pad_id = int(settings["pad_id"])
+        self.pad_multiple = int(settings["pad_multiple"])
+        self.min_width = int(settings["min_width"])
         self.tokenizer = Tokenizer.from_file(str(here / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
@@ -45,11 +47,11 @@ class TritonPythonModel:
 
         text, title, body = strings("text"), strings("title"), strings("body")
         if text is not None:
-            texts = [clean_body(t, self.code_blocks) for t in text]
+            texts = [request_text(text=t, code_blocks=self.code_blocks) for t in text]
         elif title is not None or body is not None:
             n = len(title if title is not None else body or [])
             pairs = zip(title or [""] * n, body or [""] * n, strict=True)
-            texts = [question_text(t, b, self.code_blocks) for t, b in pairs]
+            texts = [request_text(title=t, body=b, code_blocks=self.code_blocks) for t, b in pairs]
         else:
             raise ValueError("missing input: send BYTES `text`, or `title` and/or `body`")
         if any(not t.strip() for t in texts):
@@ -59,7 +61,7 @@ class TritonPythonModel:
     def _encode(self, texts: list[str]) -> list[Any]:
         encodings = self.tokenizer.encode_batch(texts)
         longest = max(len(e.ids) for e in encodings)
-        width = min(-(-longest // BUCKET) * BUCKET, self.max_length)
+        width = padded_width(longest, self.max_length, self.pad_multiple, self.min_width)
         arrays = {
             "input_ids": np.full((len(texts), width), self.pad_id, np.int64),
             "attention_mask": np.zeros((len(texts), width), np.int64),
