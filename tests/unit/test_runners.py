@@ -83,6 +83,8 @@ def test_predict_logits_returns_rows_in_the_callers_order(tiny_base: Path) -> No
 def test_model_names_cover_every_runtime() -> None:
     assert MODEL_NAMES == (
         "merged",
+        "torch-int8",
+        "torch-compile",
         "onnx-fp32",
         "onnx-opt",
         "onnx-fp16",

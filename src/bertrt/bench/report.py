@@ -15,6 +15,7 @@ from typing import Any
 
 from bertrt.artifacts import write_json, write_text
 from bertrt.bench import reproducibility
+from bertrt.bench.accuracy import is_reference
 from bertrt.bench.plots import write_plots
 from bertrt.bench.results import (
     AccuracyRow,
@@ -66,7 +67,9 @@ def paired_ratio(slow: LatencyRow, fast: LatencyRow) -> tuple[float, float, floa
 
 
 def _is_torch_fp32(row: Backend) -> bool:
-    return row.framework == "torch" and row.precision == "fp32"
+    """The reference (the merged model in eager PyTorch, fp32), by its label: other PyTorch
+    modes are fp32 too (torch/compile/cpu) and would be taken for it."""
+    return is_reference(row.backend)
 
 
 def add_speedups(latency: list[LatencyRow]) -> None:
