@@ -19,7 +19,7 @@ BERTRT := $(PYTHON) -m bertrt
 q = '$(subst ','\'',$(1))'
 ARGS    = --run-dir $(call q,$(RUN)) --config $(call q,$(CONFIG)) $(foreach s,$(SET),--set $(call q,$(s)))
 
-.PHONY: install dev serve-deps serve-env all data import train export calibrate build-engine bench evaluate \
+.PHONY: install dev serve-deps serve-env all data import train export calibrate qat build-engine bench evaluate \
         presets test lint typecheck imports gpu-check docker-build docker-run clean-run check-data
 
 # CPU torch first: 2.13.0 is on this machine's disk; an unpinned torch would
@@ -29,7 +29,7 @@ install:
 	$(PYTHON) -m pip install -e .
 
 dev: install
-	$(PYTHON) -m pip install -e '.[dev,serve,demo,qlora,scale]'
+	$(PYTHON) -m pip install -e '.[dev,serve,demo,qlora,scale,qat]'
 	# The stubs' metadata requires the full tensorrt package (NVIDIA's index): skip deps.
 	$(PYTHON) -m pip install --no-deps tensorrt-stubs==10.13.0.35.1
 	# The live-server tests (tests/unit/test_serve.py): see serve-deps, serve-env.
@@ -82,6 +82,10 @@ export:
 
 calibrate:
 	$(BERTRT) calibrate $(ARGS)
+
+# ModelOpt INT8 Q/DQ models, post-training and QAT (docs/qat.md; needs the qat extra).
+qat:
+	$(BERTRT) qat $(ARGS)
 
 # Exit code 3 = no NVIDIA GPU or no TensorRT here: say so and let `make all`
 # go on to the benchmark with the backends that exist.

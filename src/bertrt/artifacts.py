@@ -53,6 +53,7 @@ STAGE_COMMANDS = {
     "import": "bertrt import --model SRC --data FILE",
     "export": "bertrt export",
     "calibrate": "bertrt calibrate",
+    "qat": "bertrt qat",
     "build-engine": "bertrt build-engine",
     "bench": "bertrt bench",
 }
@@ -101,6 +102,15 @@ class RunDir:
         """``fp32`` → onnx/model.onnx; ``opt``/``fp16``/``int8``/``cpu`` → onnx/model.<v>.onnx."""
         name = "model.onnx" if variant == "fp32" else f"model.{variant}.onnx"
         return self.onnx_dir / name
+
+    @property
+    def qat_report(self) -> Path:
+        """`bertrt qat`'s record: quantizers, validation history, parity, TensorRT check.
+
+        Its models are ``onnx("mtq-int8")`` (ModelOpt post-training INT8) and
+        ``onnx("qat")`` (quantization-aware fine-tuned), both explicit Q/DQ.
+        """
+        return self.root / "qat.json"
 
     @property
     def calibration_dir(self) -> Path:

@@ -24,7 +24,7 @@ from bertrt.scoring import commands as scoring_commands
 from bertrt.serve import commands as serve_commands
 from bertrt.stages import StageResult
 
-ROW_READERS = ("data", "import", "train", "export", "calibrate", "bench")
+ROW_READERS = ("data", "import", "train", "export", "calibrate", "qat", "bench")
 MOVED_CSV_HELP = "the same CSV, if it moved since `bertrt data` (same sha256)"
 
 # Flags that are shortcuts for a config value: (command, flag) -> (key, value of the flag).
@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help=MOVED_CSV_HELP)
     p.add_argument("--sweep", action="store_true", help="search methods/percentiles and exclusions")
 
+    p = sub.add_parser("qat", help="ModelOpt INT8 Q/DQ ONNX: post-training and QAT (qat extra)")
+    _common(p)
+    p.add_argument("--data", default=None, help=MOVED_CSV_HELP)
+
     p = sub.add_parser("build-engine", help="TensorRT FP16/INT8 engines (needs an NVIDIA GPU)")
     _common(p)
     p.add_argument("--precision", default=None, help="comma list, e.g. fp16,int8")
@@ -222,7 +226,7 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
 
 # -- what each command runs ------------------------------------------------------
 def _print(result: Any, module: str) -> None:
-    """Bench does not return a StageResult yet; it prints its own lines."""
+    """Print a stage's one-line summary on stdout (the stages that report on stdout)."""
     if isinstance(result, StageResult) and result.summary:
         print(result.summary)
 
@@ -254,6 +258,7 @@ STAGES = {
     "train": StageCommand("bertrt.trainer.stage", _print),
     "export": StageCommand("bertrt.export.stage", _log),
     "calibrate": StageCommand("bertrt.calibration.stage", _log),
+    "qat": StageCommand("bertrt.qat.stage", _log),
     "build-engine": StageCommand("bertrt.engines.stage", _print),
     "bench": StageCommand("bertrt.bench.stage", _print),
 }

@@ -136,8 +136,10 @@ class QatConfig:
     # Validation rows scored at every check (None: the whole split); the choice is by accuracy.
     eval_rows: int | None = 1000
     quantize_attention: bool = False  # also the q/k/v inputs of the two attention matmuls
-    # |logit| gap allowed between the Q/DQ ONNX and the fake-quantized torch model it came from.
-    tolerance: float = 1e-3
+    # |logit| gap allowed between the Q/DQ ONNX and the fake-quantized torch model it came from:
+    # torch rounds x*(127/amax), ONNX x/(amax/127); one float ulp apart, about one activation
+    # in 10^7 lands in the next INT8 bin and moves the logits. MiniLM: max 0.04 (docs/qat.md).
+    tolerance: float = 0.1
 
 
 @dataclass
