@@ -897,6 +897,8 @@ def test_a_tensorrt_models_batches_stay_within_its_engine_profile(
     """Triton's max_batch_size is the loaded engine's profile batch (asked of the runner, which
     reads the sidecar once active), never beyond --max-batch; other models take any batch."""
     pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    import json
+
     from bertrt.runners.run_model import run_tokenizer
     from bertrt.runners.trt_runner import TrtRunner
     from bertrt.serve.model import ServedModel
@@ -916,8 +918,11 @@ def test_a_tensorrt_models_batches_stay_within_its_engine_profile(
     engine = ServedModel(_opened(runner, run_tokenizer(exported_run), ("a", "b")))
     config = load_config(None, [])
     limit = engine.largest_batch(32)
-    trt = model_config(config, run.root, "trt-int8", ServeOptions(max_batch=32), 2, limit)
+    trt = model_config(
+        config, run.root, "trt-int8", ServeOptions(max_batch=32), 2, limit, runner.device
+    )
     assert limit == 8 and trt.max_batch_size == 8 and not trt.dynamic_batching.preferred_batch_size
+    assert json.loads(trt.parameters["bertrt"].string_value)["turns"] is False  # a GPU model
     small = model_config(
         config, run.root, "trt-int8", ServeOptions(max_batch=4), 2, engine.largest_batch(4)
     )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bertrt.config import Config
 from bertrt.hardware import usable_cores
+from bertrt.runners.identity import Device
 from bertrt.serve.client import MODEL_NAME  # the name clients ask for
 from bertrt.serve.model import SETTINGS_PARAMETER
 from bertrt.serve.options import ServeOptions
@@ -35,21 +36,22 @@ from bertrt.serve.backend import TritonPythonModel  # noqa: E402,F401
 """
 
 
-def takes_turns(options: ServeOptions, model: str) -> bool:
+def takes_turns(options: ServeOptions, device: str = Device.CPU) -> bool:
     """Whether the instances run the model one at a time (a lock they share).
 
     On the CPU, by default: each instance then gets every core, and the
-    cores are never split between two models computing at once. A TensorRT
-    model's instances run in parallel on the GPU.
+    cores are never split between two models computing at once. A GPU
+    model's instances (a TensorRT engine's) run in parallel.
     """
-    return options.instances > 1 and not options.parallel_instances and not model.startswith("trt-")
+    return options.instances > 1 and not options.parallel_instances and device == Device.CPU
 
 
-def preferred_batch(options: ServeOptions, model: str) -> int:
-    """Triton's preferred batch size for ``model`` (0: none, batches as large as queued)."""
+def preferred_batch(options: ServeOptions, device: str = Device.CPU) -> int:
+    """Triton's preferred batch size for a model on ``device`` (0: none, batches as large as
+    queued): one request per execution on the CPU, as queued on a GPU."""
     if options.preferred_batch is not None:
         return options.preferred_batch
-    return 0 if model.startswith("trt-") else 1
+    return 1 if device == Device.CPU else 0
 
 
 def instance_threads(config: Config, instances: int, turns: bool = False) -> int:
@@ -64,13 +66,15 @@ def model_config(
     options: ServeOptions,
     classes: int,
     batch_limit: int | None = None,
+    device: str = Device.CPU,
 ) -> Any:
     """Model ``bertrt``'s configuration, built as Triton's own schema (tritonclient's protobuf).
 
-    ``classes`` and ``batch_limit`` (the largest batch the model takes, a TensorRT engine's
-    profile bounding it; None: any) are the loaded model's
+    ``classes``, ``batch_limit`` (the largest batch the model takes, a TensorRT engine's
+    profile bounding it; None: any) and ``device`` (its runner's) are the loaded model's
     (:meth:`bertrt.serve.model.ServedModel.largest_batch`): nothing is read from the run
-    here; ``run_dir`` is only named, for each instance's stub to open.
+    or parsed out of the model's name here; ``run_dir`` is only named, for each instance's
+    stub to open.
     """
     pb = schema()
     max_batch = min(options.max_batch, batch_limit or options.max_batch)
@@ -83,14 +87,14 @@ def model_config(
     if options.dynamic_batching:
         out.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
         out.dynamic_batching.default_queue_policy.max_queue_size = options.max_queue_size
-        preferred = preferred_batch(options, model)
+        preferred = preferred_batch(options, device)
         if preferred:
             out.dynamic_batching.preferred_batch_size.append(min(preferred, max_batch))
     settings = {
         "run_dir": str(run_dir.resolve()),
         "model": model,
-        "threads": instance_threads(config, options.instances, takes_turns(options, model)),
-        "turns": takes_turns(options, model),
+        "threads": instance_threads(config, options.instances, takes_turns(options, device)),
+        "turns": takes_turns(options, device),
         "max_length": config.model.max_length,
         "max_request_bytes": options.max_request_bytes,
     }

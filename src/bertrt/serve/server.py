@@ -77,20 +77,22 @@ def _prepare(
 ) -> tuple[str, TritonInstall, Path, Any]:
     """Everything checked before Triton starts: flags, ports, Triton, the stub's Python, and
     the model (loaded and run once here, so a model that cannot run is one line). Its class
-    names and the largest batch it takes come from the loaded model, not the run directory."""
+    names, its device and the largest batch it takes come from the loaded model, not the run
+    directory; it is loaded with a CPU model's threads (a GPU runner takes none)."""
     options.check()
     check_ports_free(options.host, options.ports)
     model = options.model or deployment_model(run)
     install = TritonInstall.find()
     stub_python = ensure_stub_env(options.stub_env) or Path(sys.prefix)
-    threads = instance_threads(config, options.instances, takes_turns(options, model))
+    threads = instance_threads(config, options.instances, takes_turns(options))
     served = load_served(run, model, threads, config.model.max_length)
     try:
-        classes, batch_limit = len(served.labels), served.largest_batch(options.max_batch)
+        classes, device = len(served.labels), served.runner.device
+        batch_limit = served.largest_batch(options.max_batch)
     finally:
         served.deactivate()
-    return model, install, stub_python, model_config(config, run.root, model, options, classes,
-                                                     batch_limit)  # fmt: skip
+    cfg = model_config(config, run.root, model, options, classes, batch_limit, device)
+    return model, install, stub_python, cfg
 
 
 def serve(config: Config, run: RunDir, options: ServeOptions) -> int:
