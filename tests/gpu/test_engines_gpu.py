@@ -271,3 +271,36 @@ def test_default_run_int8_agrees_with_onnxruntime(default_engines: dict[str, Pat
     qdq = DEFAULT_RUN / "onnx" / "model.int8.onnx"
     want = np.concatenate([_ort_logits(qdq, b).argmax(1) for b in batches])
     assert float((got == want).mean()) >= INT8_AGREEMENT
+
+
+def test_served_engine_batches_stay_within_its_profile(
+    tiny_base: Path, tiny_onnx: dict[str, Path], tmp_path: Path
+) -> None:
+    """`bertrt serve` asks the loaded engine, not the run directory, for its largest batch:
+    the profile's (16 here) caps --max-batch 32, and the model is a GPU one (no turns)."""
+    pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from bertrt.config import load_config
+    from bertrt.modeling import load_tokenizer
+    from bertrt.runners.run_model import RunModel
+    from bertrt.runners.trt_runner import TrtRunner
+    from bertrt.serve.model import ServedModel
+    from bertrt.serve.model_config import model_config
+    from bertrt.serve.options import ServeOptions
+
+    engine = _build(tiny_onnx["fp16"], "fp16", tmp_path)
+    opened = RunModel("trt-fp16", TrtRunner(engine), load_tokenizer(tiny_base), ("a", "b"),
+                      "keep", max_length=32, batch_size=16)  # fmt: skip
+    served = ServedModel(opened)
+    served.activate()
+    try:
+        limit, device = served.largest_batch(32), served.runner.device
+        assert (limit, served.largest_batch(4), device) == (16, 4, "cuda")
+        (answer,) = served([{"text": np.array([[b"How do I sort a list?"]], dtype=object)}])
+        assert answer["probabilities"].shape == (1, 2)
+    finally:
+        served.deactivate()
+    options = ServeOptions(max_batch=32)
+    cfg = model_config(load_config(None, []), tmp_path, "trt-fp16", options, 2, limit, device)
+    settings = json.loads(cfg.parameters["bertrt"].string_value)
+    assert cfg.max_batch_size == 16 and settings["turns"] is False
+    assert not cfg.dynamic_batching.preferred_batch_size
