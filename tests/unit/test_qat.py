@@ -206,3 +206,19 @@ def test_finetune_keeps_the_post_training_model_when_no_step_beats_it(tiny_base:
     assert [h["step"] for h in outcome.history] == [0, 2, 4]
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+@needs_modelopt
+def test_zero_steps_exports_the_post_training_model_as_qat(tmp_path: Path, tiny_base: Path) -> None:
+    """qat.steps=0 once failed tokenizing an empty fine-tuning sample; now QAT = PTQ there."""
+    from bertrt.modeling import encode, load_tokenizer
+    from bertrt.ort_sessions import cpu_session
+
+    run = make_trained_run(tmp_path, tiny_base, rows=120)
+    sets = [*TINY, "qat.steps=0"]
+    assert main(["qat", "--run-dir", str(run.root), *(a for s in sets for a in ("--set", s))]) == 0
+    assert [h["step"] for h in read_json(run.qat_report)["qat"]["history"]] == [0]
+    batch = encode(load_tokenizer(run.merged), ["a question about python lists"] * 2, 32)
+    ptq, qat = (cpu_session(run.onnx(v)) for v in ("mtq-int8", "qat"))
+    feed = {i.name: batch[i.name] for i in ptq.get_inputs()}
+    np.testing.assert_array_equal(ptq.run(None, feed)[0], qat.run(None, feed)[0])

@@ -72,8 +72,10 @@ def _qat(config: Config, rundir: RunDir, out: Staging) -> dict[str, Any]:
     args = (tokenizer, verify_texts, names, config)
     facts["mtq-int8"] = export_qdq(model, mtq_path, rundir.onnx("mtq-int8").name, *args)
 
-    # Fine-tuning rows: as many training rows as the steps will read (no epoch repeats).
-    train = stable_subsample(splits["train"], cfg.steps * cfg.batch_size, config.seed)
+    # Fine-tuning rows: as many training rows as the steps will read (no epoch repeats);
+    # one batch at least, so qat.steps=0 (the post-training model only) tokenizes something.
+    rows = max(cfg.steps, 1) * cfg.batch_size
+    train = stable_subsample(splits["train"], rows, config.seed)
     loader = train_loader(tokenizer, train, max_length, names, cfg.batch_size, config.seed)
     val = stable_subsample(splits["val"], cfg.eval_rows, config.seed)
     score = validation_scorer(tokenizer, val, max_length, names)
