@@ -84,6 +84,8 @@ def test_discovery_lists_runners_and_why_others_are_skipped(bench_run: RunDir) -
     assert found.labels() == [
         "torch/fp32/cpu",
         "torch/bf16-autocast/cpu",
+        "torch/dynamic-int8/cpu",
+        "torch/compile/cpu",
         "onnxruntime/fp32/cpu",
         "openvino/fp32/cpu",  # OpenVINO out of the box on the exported model.onnx
     ]
@@ -213,7 +215,10 @@ def test_quick_lays_the_small_grid_over_the_config_and_the_sets() -> None:
 def test_stage_writes_every_report(bench_run: RunDir) -> None:
     from bertrt.bench.stage import run as bench
 
-    results = bench(load_config(None, FAST), bench_run)
+    # Every backend but torch/compile, whose compile (20-60 s here) test_torch_peers covers.
+    most = "bench.backends=[torch/fp32,torch/bf16-autocast,torch/dynamic-int8,onnxruntime,openvino]"
+    config = load_config(None, [*FAST, most])
+    results = bench(config, bench_run)
     out = bench_run.bench_dir
     for name in (
         "results.json",
@@ -227,7 +232,7 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
     assert saved == json.loads(json.dumps(results.report))
     assert (out / "results.csv").read_text().splitlines()[0] == CSV_HEADER
     cells = {(r["backend"], r["batch"], r["seq"]) for r in saved["latency"]}
-    assert ("onnxruntime/fp32/cpu", 4, 16) in cells and len(cells) == 8
+    assert ("onnxruntime/fp32/cpu", 4, 16) in cells and len(cells) == 10
     assert any("max_position_embeddings" in s["reason"] for s in saved["skipped"])
     for row in saved["latency"]:
         assert {"p50_ms", "p90_ms", "p99_ms", "samples_per_s", "precision", "device"} <= set(row)
@@ -254,7 +259,7 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
     assert "reproducibility" not in saved  # first run: nothing to compare with
 
     # A second run compares itself with the first, cell by cell, and keeps the first.
-    again = bench(load_config(None, FAST), bench_run)
+    again = bench(config, bench_run)
     # The file keeps the keys, nesting and types it had before the results were typed.
     written = json.loads((out / "results.json").read_text())
     assert key_structure(written) == RESULTS_SCHEMA and list(written) == list(RESULTS_SCHEMA)
@@ -263,7 +268,7 @@ def test_stage_writes_every_report(bench_run: RunDir) -> None:
         k: v for k, v in RESULTS_SCHEMA.items() if k != "reproducibility"
     }
     section = again.report["reproducibility"]
-    assert section["comparable"] and section["cells"] == 8 and not section["models_changed"]
+    assert section["comparable"] and section["cells"] == 10 and not section["models_changed"]
     assert set(saved["backend_models"]) == {c[0] for c in cells}
     onnx_hash = saved["backend_models"]["onnxruntime/fp32/cpu"]["onnx/model.onnx"]
     assert onnx_hash == sha256_path(bench_run.onnx("fp32"))
