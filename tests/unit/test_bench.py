@@ -23,6 +23,13 @@ from bertrt.bench import reproducibility
 from bertrt.bench.machine import steal_percent
 from bertrt.bench.report import add_speedups, choose_best, paired_ratio
 from bertrt.bench.results import AccuracyRow, Backend, BenchResults, ModelInfo, Target
+from bertrt.config import QUICK_OVERRIDES, load_config
+from bertrt.errors import ConfigError
+from bertrt.export.onnx_export import export_onnx, load_torch_model
+from bertrt.modeling import INPUT_NAMES, load_tokenizer
+from bertrt.runners.base import Runner
+from bertrt.runners.batching import bucketed_batches, pad_to_max_batches, tokenize_unpadded
+from bertrt.runners.registry import discover, selected
 from bertrt.runners.timing import (
     MIN_ITERATIONS,
     MIN_REPEATS,
@@ -35,13 +42,6 @@ from bertrt.runners.timing import (
     summarize,
     synthetic_batch,
 )
-from bertrt.config import QUICK_OVERRIDES, load_config
-from bertrt.errors import ConfigError
-from bertrt.export.onnx_export import export_onnx, load_torch_model
-from bertrt.modeling import INPUT_NAMES, load_tokenizer
-from bertrt.runners.base import Runner
-from bertrt.runners.batching import bucketed_batches, pad_to_max_batches, tokenize_unpadded
-from bertrt.runners.registry import discover, selected
 from bertrt.runners.torch_runner import TorchRunner
 from tests.conftest import make_trained_run
 from tests.unit.test_bench_results import (
@@ -340,11 +340,11 @@ class _FlakyRunner(_LoggingRunner):
 
 def test_a_runner_failing_mid_bench_is_skipped_and_the_others_go_on(bench_run: RunDir) -> None:
     from bertrt.bench.stage import _measure_all
-    from bertrt.runners.registry import Candidate
+    from bertrt.runners.registry import Benchable
 
     found = discover(bench_run, threads=1, patterns=["torch/fp32/cpu"])
     calls: list[str] = []
-    found.runners.append(Candidate(lambda: _FlakyRunner("flaky", calls)))
+    found.runners.append(Benchable(lambda: _FlakyRunner("flaky", calls)))
     cfg = load_config(None, FAST).bench
     eval_set = acc.build_eval_set(load_tokenizer(bench_run.merged), ["a b", "c"], [0, 1], 2, 16)
     latency, logits, runners, _ = _measure_all(

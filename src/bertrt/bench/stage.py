@@ -65,7 +65,7 @@ from bertrt.errors import BertrtError, ConfigError, MissingArtifactError, StaleA
 from bertrt.runners.base import Runner
 from bertrt.runners.predict import TokenizedRows
 from bertrt.runners.registry import (
-    Candidate,
+    Benchable,
     Discovery,
     discover,
     reference_runner,
@@ -375,7 +375,7 @@ def _roofline(run: RunDir, results: BenchResults, precision: str) -> dict[str, A
     return roofline(row.backend, row.p50_ms, big, seq, dims, precision, flags, cores).to_dict()
 
 
-def _backend_models(run: RunDir, ran: list[Candidate]) -> dict[str, dict[str, str | None]]:
+def _backend_models(run: RunDir, ran: list[Benchable]) -> dict[str, dict[str, str | None]]:
     """What each backend ran, so a later run can tell a changed model from drift.
 
     The hashes are the manifest's, which discovery's require() checked the files against.
@@ -420,7 +420,7 @@ def _reference_label() -> str:
     return str(reference_runner(RunDir(Path(".")), None).label)
 
 
-def _reference_first(cands: list[Candidate], reference: str) -> list[Candidate]:
+def _reference_first(cands: list[Benchable], reference: str) -> list[Benchable]:
     return sorted(cands, key=lambda c: c.label != reference)
 
 

@@ -25,7 +25,7 @@ from bertrt.ort_sessions import cpu_session, session_options
 from bertrt.runners.base import Batch, Runner
 from bertrt.runners.identity import Framework, Precision, Skip
 from bertrt.runners.spec import (
-    Candidate,
+    Benchable,
     ModelSpec,
     RunnerOptions,
     Runtime,
@@ -166,7 +166,7 @@ class OnnxRuntime(Runtime):
     def runner_on(self, path: Path, model: ModelSpec, options: RunnerOptions) -> Runner:
         return OrtRunner(path, model.precision, "cpu", options.threads, model.variant)
 
-    def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
+    def bench_runners(self, run: RunDir, options: RunnerOptions) -> Iterator[Benchable | Skip]:
         if missing := self.unavailable():
             yield Skip("onnxruntime", missing)
             return
@@ -178,7 +178,7 @@ class OnnxRuntime(Runtime):
             for variant in variants:
                 model = models[variant]
                 factory = functools.partial(_provider_runner, run, model, provider, options)
-                cand = Candidate(factory, (model.artifact(run),))
+                cand = Benchable(factory, (model.artifact(run),))
                 ep = PROVIDERS[provider]
                 if provider != "cpu" and ep not in providers:
                     yield Skip(

@@ -11,12 +11,12 @@ and one line here. Two questions are answered from that list:
   (exit 3). The name ``cpu`` is not a model of its own but the one calibrate
   chose for this CPU (cpu.json; :func:`resolve`).
 * The bench asks what can run here at all: :func:`discover` returns every
-  runner each runtime offers (:class:`Candidate`) and, for each one that
+  runner each runtime offers (:class:`Benchable`) and, for each one that
   cannot run, a :class:`Skip` naming the command or package that would add
   it. A benchmark that silently drops a backend is worse than none.
 
 A runner's label (``framework/variant/device``) is computed by the runner
-itself, once; a :class:`Candidate` reads it from a (cheap, inactive) runner,
+itself, once; a :class:`Benchable` reads it from a (cheap, inactive) runner,
 so the label a result is filed under and the label its rows carry cannot
 disagree. Frameworks that may be absent (CUDA, onnxruntime-gpu, TensorRT,
 OpenVINO) are imported lazily, inside the runners.
@@ -37,7 +37,7 @@ from bertrt.runners.base import Runner
 from bertrt.runners.identity import Skip
 from bertrt.runners.openvino_runner import OpenVinoRuntime
 from bertrt.runners.ort_runner import OnnxRuntime
-from bertrt.runners.spec import Candidate, ModelSpec, RunnerOptions, Runtime
+from bertrt.runners.spec import Benchable, ModelSpec, RunnerOptions, Runtime
 from bertrt.runners.torch_compile import TorchCompileRuntime
 from bertrt.runners.torch_dynamic_int8 import TorchDynamicInt8Runtime
 from bertrt.runners.torch_runner import TorchRuntime, reference_runner
@@ -48,7 +48,7 @@ __all__ = [
     "MODELS",
     "MODEL_NAMES",
     "RUNTIMES",
-    "Candidate",
+    "Benchable",
     "Discovery",
     "ModelSpec",
     "chosen_cpu_model",
@@ -152,7 +152,7 @@ def chosen_cpu_model(run: RunDir) -> str:
         log.warning(
             "%s: the cpu model (%s) was chosen on %s [%s]; this is %s [%s]: rerun "
             "`bertrt calibrate --run-dir %s` to choose for this CPU (the bench times every "
-            "candidate here meanwhile)",
+            "runner here meanwhile)",
             run.cpu_choice,
             document["model"],
             document.get("cpu"),
@@ -170,7 +170,7 @@ def chosen_cpu_model(run: RunDir) -> str:
 # -- everything that can run here -------------------------------------------------
 @dataclass
 class Discovery:
-    runners: list[Candidate] = field(default_factory=list)
+    runners: list[Benchable] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
 
     def skip(self, label: str, reason: str) -> None:
@@ -198,7 +198,7 @@ def discover(
     max_shape: tuple[int, int] = (32, 512),
     cuda_graphs: bool = False,
 ) -> Discovery:
-    """Every candidate runner for ``run`` on this machine, filtered by ``patterns``."""
+    """Every runner the bench could time for ``run`` on this machine, filtered by ``patterns``."""
     found = Discovery()
     patterns = patterns or ["all"]
     options = RunnerOptions(
@@ -206,7 +206,7 @@ def discover(
         engine_precisions=tuple(engine_precisions or ("fp16", "int8")),
     )  # fmt: skip
     for runtime in RUNTIMES:
-        for item in runtime.bench_candidates(run, options):
+        for item in runtime.bench_runners(run, options):
             if isinstance(item, Skip):
                 found.skipped.append(item)
             else:
@@ -225,7 +225,7 @@ def _deployment_cpu_model(found: Discovery, run: RunDir, threads: int | None) ->
     if not run.cpu_choice.is_file() or _stale(run, run.cpu_choice):
         return
     try:
-        cand = Candidate(
+        cand = Benchable(
             functools.partial(runner_for_model, run, CPU_CHOICE, threads, stage="bench"),
             (run.cpu_choice,),
         )

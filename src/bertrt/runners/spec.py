@@ -11,7 +11,7 @@ none branches on a runtime's name. A runtime says:
   precision, the label's variant);
 * how to build a runner for one of them (:meth:`Runtime.runner`);
 * why it cannot run on this machine (:meth:`Runtime.unavailable`);
-* what the bench times (:meth:`Runtime.bench_candidates`, by default one
+* what the bench times (:meth:`Runtime.bench_runners`, by default one
   runner per model it offers);
 * how Triton serves its models (:class:`TritonServing`), or why it cannot.
 """
@@ -78,7 +78,7 @@ class TritonServing:
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Benchable:
     """A runner the bench can build (cheaply, inactive) and the run artifacts it reads."""
 
     factory: Callable[[], Runner]
@@ -132,11 +132,11 @@ class Runtime(ABC):
         """A runner over ``path``, a file of ``model``'s kind that may not be in a run yet
         (calibrate times the models it has just built in its staging directory)."""
 
-    def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
+    def bench_runners(self, run: RunDir, options: RunnerOptions) -> Iterator[Benchable | Skip]:
         """What the bench times: by default one runner per model this runtime offers."""
         missing = self.unavailable()
         for model in self.models:
-            cand = Candidate(
+            cand = Benchable(
                 functools.partial(self.runner, model, run, options), (model.artifact(run),)
             )
             problem = None if missing else artifact_problem(run, model)

@@ -21,7 +21,7 @@ from bertrt.hardware import cuda_available
 from bertrt.modeling import load_tokenizer, model_input_names, select_inputs
 from bertrt.runners.base import Batch, Runner
 from bertrt.runners.identity import Framework, Precision, Skip
-from bertrt.runners.spec import Candidate, ModelSpec, RunnerOptions, Runtime
+from bertrt.runners.spec import Benchable, ModelSpec, RunnerOptions, Runtime
 
 
 class TorchRunner(Runner):
@@ -129,7 +129,7 @@ class TorchRuntime(Runtime):
     def runner_on(self, path: Path, model: ModelSpec, options: RunnerOptions) -> Runner:
         return TorchRunner(path, model.precision, "cpu", options.threads)
 
-    def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
+    def bench_runners(self, run: RunDir, options: RunnerOptions) -> Iterator[Benchable | Skip]:
         for precision, device in (
             ("fp32", "cpu"),
             ("bf16", "cpu"),
@@ -137,7 +137,7 @@ class TorchRuntime(Runtime):
             ("fp16", "cuda"),
         ):
             factory = functools.partial(TorchRunner, run.merged, precision, device, options.threads)
-            cand = Candidate(factory, (run.merged,))
+            cand = Benchable(factory, (run.merged,))
             if device == "cuda" and not cuda_available():
                 yield Skip(cand.label, "CUDA not available (torch.cuda.is_available() is False)")
             else:

@@ -31,7 +31,7 @@ from bertrt.modeling import OUTPUT_NAME, Batch, select_inputs
 from bertrt.runners.base import Runner, RunnerStateError
 from bertrt.runners.identity import Framework, Precision, Skip
 from bertrt.runners.spec import (
-    Candidate,
+    Benchable,
     ModelSpec,
     RunnerOptions,
     Runtime,
@@ -282,12 +282,12 @@ class TensorRtRuntime(Runtime):
             path, path.with_suffix(".json"), options.cuda_graphs, precision=model.variant
         )
 
-    def bench_candidates(self, run: RunDir, options: RunnerOptions) -> Iterator[Candidate | Skip]:
+    def bench_runners(self, run: RunDir, options: RunnerOptions) -> Iterator[Benchable | Skip]:
         missing = tensorrt_unavailable()
         models = {m.variant: m for m in self.models}
         for precision in options.engine_precisions:
             factory = functools.partial(_engine_runner, run, precision, options.cuda_graphs)
-            cand = Candidate(factory, (run.engine(precision), run.engine_meta(precision)))
+            cand = Benchable(factory, (run.engine(precision), run.engine_meta(precision)))
             if missing:
                 yield Skip(cand.label, f"tensorrt: {missing} ({TRT_HINT})")
             elif precision not in models:
