@@ -144,6 +144,13 @@ class OpenVinoRunner(Runner):
         return np.array(output, dtype=np.float32)  # a copy: the request reuses its buffer
 
 
+def _qdq(name: str, variant: str) -> ModelSpec:
+    """OpenVINO on one of `bertrt qat`'s Q/DQ ONNX models."""
+    return ModelSpec(
+        name, Framework.OPENVINO, Precision.INT8, variant, "qat", lambda run: run.onnx(variant)
+    )
+
+
 class OpenVinoRuntime(Runtime):
     """OpenVINO's CPU plugin on the exported fp32 ONNX (out of the box), NNCF's INT8 IR and
     the Q/DQ ONNX calibrated for TensorRT."""
@@ -175,6 +182,9 @@ class OpenVinoRuntime(Runtime):
             "calibrate",
             lambda run: run.onnx("int8"),
         ),
+        # ModelOpt's Q/DQ models (`bertrt qat`), placed the way TensorRT fuses them.
+        _qdq("ov-mtq-int8", "mtq-int8"),
+        _qdq("ov-qat", "qat"),
     )
     # One stream per instance, tuned for latency: instances give the parallelism.
     triton = TritonServing(

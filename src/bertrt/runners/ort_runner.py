@@ -145,6 +145,9 @@ class OnnxRuntime(Runtime):
         _onnx("fp16", Precision.FP16, "export"),
         _onnx("int8", Precision.INT8, "calibrate"),
         _onnx("cpu", Precision.INT8, "calibrate"),
+        # NVIDIA ModelOpt's Q/DQ models (`bertrt qat`): post-training and fine-tuned.
+        _onnx("mtq-int8", Precision.INT8, "qat"),
+        _onnx("qat", Precision.INT8, "qat"),
     )
     triton = TritonServing("onnx", backend="onnxruntime")
     # Models worth timing per provider. The fp16 model is meant for GPU providers: on
@@ -153,7 +156,7 @@ class OnnxRuntime(Runtime):
     BENCHED: ClassVar[dict[str, tuple[str, ...]]] = {
         "cpu": ("fp32", "opt", "int8", "cpu"),
         "cuda": ("fp32", "opt", "fp16"),
-        "tensorrt": ("fp16", "int8"),
+        "tensorrt": ("fp16", "int8", "mtq-int8", "qat"),
     }
 
     def unavailable(self) -> str | None:
