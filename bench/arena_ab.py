@@ -40,57 +40,76 @@ from typing import Any
 
 import numpy as np
 
-from bertrt.bench.timing import synthetic_batch
 from bertrt.ort_sessions import cpu_session, session_options
+from bertrt.runners.timing import synthetic_batch
 
-MODES = {"on": True, "off": False}
-
-
-def open_session(path: Path, arena: bool, threads: int | None) -> Any:
-    options = session_options(threads)
-    options.enable_cpu_mem_arena = arena
-    return cpu_session(path, options=options)
+# mode: (arena on, shrink the arena after every run). "on" is ORT's default and the
+# reference every other mode is compared with; "shrink" keeps the arena within a
+# run and gives back what it grew by at the end of each (a run option).
+MODES = {"on": (True, False), "off": (False, False), "shrink": (True, True)}
 
 
-def feed_for(session: Any, shape: tuple[int, int], vocab: int) -> dict[str, np.ndarray]:
-    names = {i.name for i in session.get_inputs()}
-    return {k: v for k, v in synthetic_batch(*shape, vocab).items() if k in names}
+class Session:
+    """One ORT CPU session with the project's options and one arena setting."""
+
+    def __init__(self, path: Path, mode: str, threads: int | None) -> None:
+        import onnxruntime as ort
+
+        arena, shrink = MODES[mode]
+        options = session_options(threads)
+        options.enable_cpu_mem_arena = arena
+        self.session = cpu_session(path, options=options)
+        self.run_options = ort.RunOptions()
+        if shrink:
+            self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def run(self, feed: dict[str, np.ndarray]) -> Any:
+        return self.session.run(None, feed, self.run_options)
 
 
-def timed_round(session: Any, feed: dict[str, np.ndarray], min_s: float) -> float:
+def feed_for(session: Session, shape: tuple[int, int], vocab: int) -> dict[str, np.ndarray]:
+    return {k: v for k, v in synthetic_batch(*shape, vocab).items() if k in session.inputs}
+
+
+def timed_round(session: Session, feed: dict[str, np.ndarray], min_s: float) -> float:
     """Median seconds of one run, over at least ``min_s`` seconds (and 2 runs) after one untimed."""
-    session.run(None, feed)
+    session.run(feed)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < 2 or time.perf_counter() - start < min_s:
         t0 = time.perf_counter()
-        session.run(None, feed)
+        session.run(feed)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
 def ab_cell(path: Path, shape: tuple[int, int], args: argparse.Namespace) -> dict[str, Any]:
-    """Paired rounds, arena on vs off, for one model and one (batch, seq)."""
-    sessions = {mode: open_session(path, arena, args.threads) for mode, arena in MODES.items()}
+    """Paired rounds of every mode against arena on, for one model and one (batch, seq)."""
+    sessions = {mode: Session(path, mode, args.threads) for mode in args.modes}
     feed = feed_for(sessions["on"], shape, args.vocab)
     for session in sessions.values():
         for _ in range(2):
-            session.run(None, feed)
-    ratios, on_ms = [], []
+            session.run(feed)
+    ratios: dict[str, list[float]] = {mode: [] for mode in args.modes if mode != "on"}
+    on_ms = []
     for r in range(args.rounds):
-        order = ["on", "off"] if r % 2 == 0 else ["off", "on"]
+        order = args.modes[r % len(args.modes) :] + args.modes[: r % len(args.modes)]
         medians = {mode: timed_round(sessions[mode], feed, args.min_round_s) for mode in order}
-        ratios.append(medians["off"] / medians["on"])
+        for mode, values in ratios.items():
+            values.append(medians[mode] / medians["on"])
         on_ms.append(medians["on"] * 1e3)
-    return {
+    cell: dict[str, Any] = {
         "model": path.name,
         "batch": shape[0],
         "seq": shape[1],
         "arena_on_p50_ms": round(statistics.median(on_ms), 2),
-        "off_over_on_median": round(statistics.median(ratios), 3),
-        "off_over_on_range": [round(min(ratios), 3), round(max(ratios), 3)],
-        "rounds": len(ratios),
+        "rounds": args.rounds,
     }
+    for mode, values in ratios.items():
+        cell[f"{mode}_over_on_median"] = round(statistics.median(values), 3)
+        cell[f"{mode}_over_on_range"] = [round(min(values), 3), round(max(values), 3)]
+    return cell
 
 
 def _vm(field: str) -> float:
@@ -103,10 +122,10 @@ def _vm(field: str) -> float:
 def memory_child(args: argparse.Namespace, mode: str) -> None:
     """In a fresh process: every model open at once, each shape run once; print peak/after RSS."""
     base = _vm("VmRSS")
-    sessions = [open_session(p, MODES[mode], args.threads) for p in args.paths]
+    sessions = [Session(p, mode, args.threads) for p in args.paths]
     for session in sessions:
         for shape in args.shape_list:
-            session.run(None, feed_for(session, shape, args.vocab))
+            session.run(feed_for(session, shape, args.vocab))
     print(
         json.dumps(
             {
@@ -122,7 +141,7 @@ def memory_child(args: argparse.Namespace, mode: str) -> None:
 
 def memory(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = []
-    for mode in MODES:
+    for mode in args.modes:
         cmd = [sys.executable, __file__, "--memory-child", mode, *sys.argv[1:]]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -137,6 +156,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--shapes", nargs="+", default=["1x128", "32x128", "32x512"])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--modes", nargs="+", choices=list(MODES), default=["on", "off"], help="'on' is added"
+    )
     parser.add_argument("--min-round-s", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (all cores)")
     parser.add_argument("--vocab", type=int, default=30522)
@@ -145,6 +167,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--memory-child", choices=list(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.modes = ["on", *[m for m in dict.fromkeys(args.modes) if m != "on"]]
     args.paths = [args.run_dir / "onnx" / m for m in args.models]
     missing = [str(p) for p in args.paths if not p.is_file()]
     if missing:
@@ -164,18 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     cells = []
     if not args.skip_latency:
-        print("model            batch  seq  arena-on p50  off/on median  off/on range")
+        others = [m for m in args.modes if m != "on"]
+        print(
+            "model            batch  seq  arena-on p50"
+            + "".join(f"  {m}/on median (range)" for m in others)
+        )
         for path in args.paths:
             for shape in args.shape_list:
                 cell = ab_cell(path, shape, args)
                 cells.append(cell)
-                lo, hi = cell["off_over_on_range"]
-                print(
-                    f"{cell['model']:<16} {cell['batch']:>5} {cell['seq']:>4} "
-                    f"{cell['arena_on_p50_ms']:>10.1f} ms  {cell['off_over_on_median']:>12.3f}"
-                    f"  {lo:.3f}-{hi:.3f}",
-                    flush=True,
-                )
+                line = f"{cell['model']:<16} {cell['batch']:>5} {cell['seq']:>4} {cell['arena_on_p50_ms']:>10.1f} ms"
+                for m in others:
+                    lo, hi = cell[f"{m}_over_on_range"]
+                    line += f"  {cell[f'{m}_over_on_median']:>8.3f} ({lo:.3f}-{hi:.3f})"
+                print(line, flush=True)
     mem = [] if args.skip_memory else memory(args)
     for row in mem:
         print(

@@ -19,10 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from bertrt.bench.timing import synthetic_batch
-
 from bertrt.artifacts import RunDir
 from bertrt.runners.registry import discover
+from bertrt.runners.timing import synthetic_batch
 
 GB = 1e9
 
