@@ -30,6 +30,7 @@ from bertrt.data import load_split
 from bertrt.metrics import classification_metrics
 from bertrt.modeling import encode, load_tokenizer
 from bertrt.ort_sessions import cpu_session
+from bertrt.trainer.train import stable_subsample
 
 
 def logits_of(path: Path, texts: list[str], tokenizer: object, max_length: int) -> np.ndarray:
@@ -51,14 +52,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--model", action="append", default=[], metavar="LABEL=PATH")
-    parser.add_argument("--rows", type=int, default=None, help="first N test rows (default all)")
+    parser.add_argument(
+        "--rows", type=int, default=None, help="a seeded sample of N test rows (default all)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     run = RunDir(args.run_dir)
     config = load_config()
     test = load_split(run, ("test",))["test"]
-    if args.rows:
-        test = test.head(args.rows)
+    if args.rows:  # a seeded sample: the split keeps the file's order, which may be sorted
+        test = stable_subsample(test, args.rows, config.seed)
     texts, labels = test["text"].tolist(), test["label"].to_numpy()
     tokenizer = load_tokenizer(run.merged)
     rows = {}
