@@ -554,3 +554,46 @@ def test_mypy_with_stubs_rejects_a_removed_call(tmp_path: Path) -> None:
     )
     assert 'has no attribute "build_engine"' in result.stdout, result.stdout + result.stderr
     assert "snippet.py:5" not in result.stdout, result.stdout  # the correct calls type-check
+
+
+@pytest.mark.parametrize("version", ["10.13.3.9", "11.4.0.1"])
+def test_a_qat_engine_is_int8_from_the_qat_model(tmp_path: Path, version: str) -> None:
+    """engines.precisions=[qat]: engines/qat.plan, built as INT8 from `bertrt qat`'s Q/DQ model
+    (refused, naming the stage, where that model was never written)."""
+    run = _run_with_onnx(tmp_path)
+    config = load_config(None, ["engines.precisions=[int8,qat]"])
+    with pytest.raises(MissingArtifactError, match="bertrt qat"):
+        plan_engines(config, run, version)
+    onnx.save(_graph("qdq"), str(run.onnx("qat")))
+    run.record("qat", [], [run.onnx("qat")], 1.0)
+    _, jobs = plan_engines(config, run, version)
+    assert [(j.precision, j.onnx_path.name) for j in jobs] == [
+        ("int8", "model.int8.onnx"),
+        ("qat", "model.qat.onnx"),
+    ]
+    assert jobs[0].plan == jobs[1].plan  # the same INT8 build
+    onnx.save(_graph("fp32"), str(run.onnx("qat")))
+    run.record("qat", [], [run.onnx("qat")], 1.0)
+    with pytest.raises(ConfigError, match="no QuantizeLinear"):
+        plan_engines(config, run, version)
+
+
+def test_a_qat_engine_is_published_and_served_under_its_own_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bertrt.engines.stage import run as build_engines
+    from bertrt.runners.registry import MODELS, runtime_of
+    from bertrt.runners.spec import RunnerOptions
+
+    run = _run_with_onnx(tmp_path)
+    onnx.save(_graph("qdq"), str(run.onnx("qat")))
+    run.record("qat", [], [run.onnx("qat")], 1.0)
+    run.merged.mkdir()
+    (run.merged / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    _stub_tensorrt(monkeypatch)
+    build_engines(load_config(None, ["engines.precisions=[qat]"]), run)
+    assert run.engine("qat").read_bytes() == b"model.qat.onnx"
+    assert read_meta(run.engine_meta("qat")).onnx_file == "onnx/model.qat.onnx"
+    model = MODELS["trt-qat"]
+    runner = runtime_of(model).runner(model, run, RunnerOptions())  # construction only
+    assert runner.label == "tensorrt/qat/cuda" and runner.precision == "int8"

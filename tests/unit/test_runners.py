@@ -99,6 +99,7 @@ def test_model_names_cover_every_runtime() -> None:
         "ov-qat",
         "trt-fp16",
         "trt-int8",
+        "trt-qat",
         "cpu",
     )
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from bertrt.artifacts import RunDir, sha256_path, write_bytes
 from bertrt.config import Config
 from bertrt.engines.builder import (
-    PRECISIONS,
     BuildPlan,
     BuildResult,
     build_engine,
@@ -35,8 +34,23 @@ from bertrt.trt.profiles import Profile, Shape, build_profile, max_positions_of
 
 log = logging.getLogger(__name__)
 
-# precision -> (ONNX variant for RunDir.onnx, the stage that writes it)
-SOURCES = {"fp16": ("fp16", "export"), "int8": ("int8", "calibrate")}
+
+@dataclass(frozen=True)
+class EngineSource:
+    """What an engine (engines/<name>.plan) is built from, and in which precision."""
+
+    variant: str  # the ONNX file (RunDir.onnx)
+    producer: str  # the stage that writes it
+    precision: str  # what TensorRT builds it in (one of bertrt.engines.builder.PRECISIONS)
+
+
+# engine name (engines.precisions) -> its source. `qat` is INT8 from `bertrt qat`'s
+# quantization-aware Q/DQ model (ModelOpt's placement, the one TensorRT documents).
+SOURCES = {
+    "fp16": EngineSource("fp16", "export", "fp16"),
+    "int8": EngineSource("int8", "calibrate", "int8"),
+    "qat": EngineSource("qat", "qat", "int8"),
+}
 STAGE = "build-engine"
 
 
@@ -67,11 +81,9 @@ def plan_engines(
     """
     cfg = config.engines
     precisions = list(dict.fromkeys(cfg.precisions))
-    unknown = [p for p in precisions if p not in PRECISIONS]
+    unknown = [p for p in precisions if p not in SOURCES]
     if unknown or not precisions:
-        raise ConfigError(
-            f"engines.precisions={cfg.precisions}: choose from {', '.join(PRECISIONS)}"
-        )
+        raise ConfigError(f"engines.precisions={cfg.precisions}: choose from {', '.join(SOURCES)}")
     if cfg.workspace_mib < 1:
         raise ConfigError(f"engines.workspace_mib={cfg.workspace_mib}: must be positive")
     if not 0 <= cfg.optimization_level <= 5:
@@ -81,11 +93,11 @@ def plan_engines(
     profile = build_profile(cfg.profile, max_positions_of(rundir.merged))
     jobs = []
     for precision in precisions:
-        variant, producer = SOURCES[precision]
-        onnx_path = rundir.onnx(variant)
-        rundir.require(STAGE, [onnx_path], producer=producer)
+        source = SOURCES[precision]
+        onnx_path = rundir.onnx(source.variant)
+        rundir.require(STAGE, [onnx_path], producer=source.producer)
         plan = network_flags_and_builder_flags(
-            trt_version, precision, onnx_precision(onnx_path), onnx_name=str(onnx_path)
+            trt_version, source.precision, onnx_precision(onnx_path), onnx_name=str(onnx_path)
         )
         jobs.append(EngineJob(precision, onnx_path, plan, _graph_inputs(onnx_path)))
     return profile, jobs
@@ -184,11 +196,11 @@ def _keep_current_engines(
     ``--precision fp16`` must not orphan an int8 engine built earlier from an
     ONNX file that has not changed since (its sidecar holds the ONNX's sha256).
     """
-    for precision, (variant, _) in SOURCES.items():
+    for precision, source in SOURCES.items():
         engine, meta_path, onnx_path = (
             rundir.engine(precision),
             rundir.engine_meta(precision),
-            rundir.onnx(variant),
+            rundir.onnx(source.variant),
         )
         if precision in rebuilt or not (
             engine.is_file() and meta_path.is_file() and onnx_path.is_file()

@@ -73,12 +73,14 @@ class TrtRunner(Runner):
         meta_path: str | Path | None = None,
         cuda_graphs: bool = False,
         precision: str | None = None,
+        variant: str | None = None,
     ) -> None:
         super().__init__()
         self.engine_path = Path(engine_path)
         self.meta_path = Path(meta_path) if meta_path else self.engine_path.with_suffix(".json")
         self.precision = precision or self.engine_path.stem
-        self.variant = self.precision + ("-graphs" if cuda_graphs else "")
+        # The engine's name: its precision, or e.g. `qat` for INT8 from the QAT model.
+        self.variant = (variant or self.precision) + ("-graphs" if cuda_graphs else "")
         self.cuda_graphs = cuda_graphs
         self.meta: EngineMeta | None = None
         self._runtime: trt.Runtime | None = None
@@ -255,14 +257,15 @@ def tensorrt_unavailable() -> str | None:
     return None
 
 
-def _engine(precision: Precision) -> ModelSpec:
+def _engine(name: str, precision: Precision) -> ModelSpec:
+    """The engine engines/<name>.plan (the names of bertrt.engines.stage.SOURCES)."""
     return ModelSpec(
-        f"trt-{precision}",
+        f"trt-{name}",
         Framework.TENSORRT,
         precision,
-        str(precision),
+        name,
         "build-engine",
-        lambda run: run.engine(precision),
+        lambda run: run.engine(name),
     )
 
 
@@ -270,7 +273,12 @@ class TensorRtRuntime(Runtime):
     """Serialized TensorRT engines (engines/<precision>.plan) with their sidecar metadata."""
 
     framework = Framework.TENSORRT
-    models = (_engine(Precision.FP16), _engine(Precision.INT8))
+    # `qat`: INT8 built from `bertrt qat`'s quantization-aware Q/DQ model.
+    models = (
+        _engine("fp16", Precision.FP16),
+        _engine("int8", Precision.INT8),
+        _engine("qat", Precision.INT8),
+    )
     triton = TritonServing("tensorrt-plan", platform="tensorrt_plan")
 
     def unavailable(self) -> str | None:
@@ -279,26 +287,22 @@ class TensorRtRuntime(Runtime):
 
     def runner_on(self, path: Path, model: ModelSpec, options: RunnerOptions) -> Runner:
         return TrtRunner(
-            path, path.with_suffix(".json"), options.cuda_graphs, precision=model.variant
+            path, path.with_suffix(".json"), options.cuda_graphs, model.precision, model.variant
         )
 
     def bench_runners(self, run: RunDir, options: RunnerOptions) -> Iterator[Benchable | Skip]:
         missing = tensorrt_unavailable()
         models = {m.variant: m for m in self.models}
-        for precision in options.engine_precisions:
-            factory = functools.partial(_engine_runner, run, precision, options.cuda_graphs)
-            cand = Benchable(factory, (run.engine(precision), run.engine_meta(precision)))
+        for name in options.engine_precisions:
+            if name not in models:
+                yield Skip(f"tensorrt/{name}/cuda", f"no engine {name!r}; choose {list(models)}")
+                continue
+            model = models[name]
+            factory = functools.partial(self.runner, model, run, options)
+            cand = Benchable(factory, (run.engine(name), run.engine_meta(name)))
             if missing:
                 yield Skip(cand.label, f"tensorrt: {missing} ({TRT_HINT})")
-            elif precision not in models:
-                yield Skip(cand.label, f"no engine precision {precision!r}; choose fp16 or int8")
-            elif problem := artifact_problem(run, models[precision]):
+            elif problem := artifact_problem(run, model):
                 yield Skip(cand.label, problem.reason, problem.artifact, problem.stage)
             else:
                 yield cand
-
-
-def _engine_runner(run: RunDir, precision: str, cuda_graphs: bool) -> TrtRunner:
-    return TrtRunner(
-        run.engine(precision), run.engine_meta(precision), cuda_graphs, precision=precision
-    )
