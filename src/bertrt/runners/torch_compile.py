@@ -14,9 +14,10 @@ both (:data:`WARMUP_SHAPES`) before the runner is handed out, so that no
 compile ever lands in a timed region or a request. Every later shape reuses
 one of the two graphs (tests/unit/test_torch_peers.py counts them).
 
-Compilation runs at activation: about a minute for MiniLM on two loaded
-cores the first time, seconds when Inductor's on-disk cache already holds
-the kernels (``/tmp/torchinductor_$USER``).
+Compilation runs at activation: 45-56 s for MiniLM on the 2-core Xeon at
+load 11 (docs/runtimes.md), less when Inductor's on-disk cache
+(``/tmp/torchinductor_$USER``) already holds the kernels for this model and
+thread count.
 """
 
 from __future__ import annotations
