@@ -500,3 +500,17 @@ def test_rounds_stop_when_the_next_would_pass_the_budget() -> None:
     assert budget.over(spent_s=9.0, done=3)  # 12 s after a fourth
     assert not Budget(None, 6, 5.0, 5.0, 0, 4).over(spent_s=1e9, done=5)
     assert budget.ran(4, 9.04).to_dict()["rounds_run"] == 4
+
+
+def test_the_pattern_cpu_selects_the_runs_cpu_model(bench_run: RunDir, tmp_path: Path) -> None:
+    """bench.backends=[cpu] times the model cpu.json names, whatever its runner's label."""
+    from bertrt.artifacts import write_json
+    from bertrt.hardware import cpu_flags, cpu_name
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(bench_run.root, run.root)
+    choice = {"model": "onnx-fp32", "static_shapes": False, "cpu": cpu_name()}
+    write_json(run.cpu_choice, {**choice, "isa_flags": cpu_flags()})
+    run.record("calibrate", [run.onnx("fp32")], [run.cpu_choice], 0.0)
+    assert discover(run, threads=1, patterns=["cpu"]).labels() == ["onnxruntime/fp32/cpu"]
+    assert discover(run, threads=1, patterns=["torch/fp32"]).labels() == ["torch/fp32/cpu"]

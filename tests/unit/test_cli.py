@@ -17,6 +17,7 @@ STAGES = (
     "import",
     "train",
     "export",
+    "qat",
     "calibrate",
     "build-engine",
     "bench",

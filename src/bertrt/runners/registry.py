@@ -211,7 +211,9 @@ def discover(
                 found.skipped.append(item)
             else:
                 found.runners.append(item)
-    _deployment_cpu_model(found, run, threads)
+    cpu_label = _deployment_cpu_model(found, run, threads)
+    if CPU_CHOICE in patterns and cpu_label:  # `cpu` selects the run's CPU model
+        patterns = [*patterns, cpu_label]
     kept = [c for c in found.runners if selected(c.label, patterns)]
     for cand in found.runners:
         if cand not in kept:
@@ -220,10 +222,11 @@ def discover(
     return found
 
 
-def _deployment_cpu_model(found: Discovery, run: RunDir, threads: int | None) -> None:
-    """The run's `cpu` model, when its runner is not one of the above (e.g. static shapes)."""
+def _deployment_cpu_model(found: Discovery, run: RunDir, threads: int | None) -> str | None:
+    """The run's `cpu` model, added when its runner is not one of the above (e.g. static
+    shapes); its label, or None where the run has none."""
     if not run.cpu_choice.is_file() or _stale(run, run.cpu_choice):
-        return
+        return None
     try:
         cand = Benchable(
             functools.partial(runner_for_model, run, CPU_CHOICE, threads, stage="bench"),
@@ -232,9 +235,10 @@ def _deployment_cpu_model(found: Discovery, run: RunDir, threads: int | None) ->
         label = cand.label
     except BertrtError as err:
         found.skip(CPU_CHOICE, str(err))
-        return
+        return None
     if label not in found.labels() and label not in {s.backend for s in found.skipped}:
         found.runners.append(cand)
+    return label
 
 
 def _stale(run: RunDir, path: Path) -> bool:
