@@ -128,7 +128,8 @@ def build_candidates(
             f"calibration.cpu_candidates: unknown {unknown}; choose from {list(known_candidates())}"
         )
     specs = [_built(name, inputs, u8_ranges, workdir) for name in names if name in BUILT_CANDIDATES]
-    specs += [_offered(name, inputs.run) for name in names if name not in BUILT_CANDIDATES]
+    offered = (_offered(name, inputs.run) for name in names if name not in BUILT_CANDIDATES)
+    specs += [spec for spec in offered if spec is not None]
     kept = []
     for spec in specs:
         if missing := runtime_of(spec.model).unavailable():
@@ -138,9 +139,17 @@ def build_candidates(
     return kept
 
 
-def _offered(name: str, run: RunDir) -> CandidateSpec:
-    model = MODELS[name]
-    return CandidateSpec(name, model.model_file(run).name, model, model.model_file(run))
+def _offered(name: str, run: RunDir) -> CandidateSpec | None:
+    """A registry model as it is (``-static``: compiled per input shape); None, logged, when
+    the stage that writes it has not run (e.g. ``bertrt qat``: an optional stage)."""
+    model = MODELS[name.removesuffix("-static")]
+    path = model.model_file(run)
+    if not path.exists():
+        log.info("calibrate: CPU candidate %s left out: %s missing (`bertrt %s`)",
+                 name, path, model.producer)  # fmt: skip
+        return None
+    static = name.endswith("-static")
+    return CandidateSpec(name, path.name, model, path, static_shapes=static, offered=True)
 
 
 def _built(

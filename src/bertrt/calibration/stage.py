@@ -68,6 +68,8 @@ def run(config: Config, rundir: RunDir) -> StageResult:
             load_onnx(int8.path), rundir.onnx("int8").name
         ).to_dict()
         cpu = _choose_cpu(config, rundir, prepared, int8.path, rows, fp32_out, out.scratch)
+        # Other stages' files it timed (e.g. bertrt qat's), once each.
+        out.inputs += [path for path in cpu.offered if path not in out.inputs]
         best_cpu = cpu.best
         out.report = {
             **_report_header(config, rows),
@@ -294,6 +296,7 @@ class _CpuChoice:
     best_ort_path: Path
     nncf_ir: Path  # OpenVINO's NNCF int8 IR, when it was built
     rule: ChoiceRule
+    offered: list[Path]  # run files of other stages among the candidates
 
 
 def _choose_cpu(
@@ -328,7 +331,8 @@ def _choose_cpu(
     scored = choose_cpu_model(specs, data, fp32_out, rule, timing, threads=config.threads)
     best_ort = pick(scored, runtime="onnxruntime")
     path = next(s.path for s in specs if s.name == best_ort.name)
-    return _CpuChoice(scored, pick(scored), best_ort, path, inputs.nncf_ir, rule)
+    offered = list(dict.fromkeys(s.path for s in specs if s.offered))
+    return _CpuChoice(scored, pick(scored), best_ort, path, inputs.nncf_ir, rule, offered)
 
 
 def _timing_batches(tokenizer: Any, texts: list[str], max_length: int) -> list[dict[str, Any]]:

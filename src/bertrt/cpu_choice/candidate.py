@@ -33,6 +33,8 @@ class CandidateSpec:
     static_shapes: bool = False  # OpenVINO: one compiled model per input shape
     # Only the fastest ONNX Runtime graph is published (as onnx/model.cpu.onnx).
     published_if_best_of_runtime: bool = False
+    # A run file another stage wrote (a runtime's cpu_candidates): an input of calibrate.
+    offered: bool = False
 
     @property
     def runtime(self) -> str:

@@ -195,6 +195,11 @@ class OpenVinoRuntime(Runtime):
         parameters=(("NUM_STREAMS", "1"), ("PERFORMANCE_HINT", "LATENCY")),
     )
 
+    # `bertrt qat`'s ModelOpt models, where that stage ran before calibrate (TensorRT's
+    # placement, attention matmuls too with qat.quantize_attention); `-static`: compiled
+    # per input shape, as openvino-qdq-static.
+    cpu_candidates = ("ov-mtq-int8", "ov-mtq-int8-static", "ov-qat", "ov-qat-static")
+
     def unavailable(self) -> str | None:
         return openvino_missing()
 
