@@ -123,9 +123,10 @@ def test_qdq_onnx_logits_match_the_fake_quantized_model(qat_run: RunDir) -> None
 
     Tolerance: torch rounds x*(127/amax), QuantizeLinear x/(amax/127); about one
     value in 10^7 falls a float ulp on the other side of a rounding boundary
-    and moves one INT8 step (docs/qat.md). The tiny model's logits are ~0.1
-    and its gaps measured ~1e-6; 1e-3 still fails any misplaced scale or axis
-    (one wrong scale moves these logits by far more).
+    and moves one INT8 step (docs/qat.md), which MiniLM's millions of activations a row
+    meet and this model's few thousand rarely do. Here the logits are ~0.02
+    and the gap measured 5e-9; 1e-4 (0.5 % of a logit) leaves room for another
+    CPU's kernels flipping a value, and fails a wrong scale or axis.
     """
     import torch
 
@@ -140,7 +141,7 @@ def test_qdq_onnx_logits_match_the_fake_quantized_model(qat_run: RunDir) -> None
         with torch.no_grad():
             expected = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
         got = session.run(["logits"], feed)[0]
-        np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
 @needs_modelopt
