@@ -174,6 +174,15 @@ def test_missing_merged_model_is_refused_with_exit_4(
     assert "bertrt train" in line
 
 
+def test_impossible_settings_are_one_line_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["qat", "--run-dir", str(tmp_path), "--set", "qat.eval_every=0"]
+    assert main([*args, "--set", "qat.steps=-1"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "qat.steps=-1" in line and "qat.eval_every=0" in line
+
+
 def test_missing_modelopt_is_one_line_with_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

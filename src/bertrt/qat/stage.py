@@ -18,8 +18,9 @@ from typing import Any
 
 from bertrt.artifacts import RunDir, write_json
 from bertrt.calibration.reader import calibration_texts, tokenized_batches
-from bertrt.config import Config
+from bertrt.config import Config, QatConfig
 from bertrt.data import load_split
+from bertrt.errors import ConfigError
 from bertrt.export.onnx_export import load_torch_model
 from bertrt.modeling import load_tokenizer, model_input_names
 from bertrt.qat.export import export_qdq
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 def run(config: Config, rundir: RunDir) -> StageResult:
     """Both Q/DQ models and qat.json; ModelOpt missing is refused before anything is read."""
+    _check_settings(config.qat)
     modelopt_quantization()
     with stage(rundir, "qat", requires={"train": [rundir.merged]}, reads=[rundir.split]) as out:
         out.facts = _qat(config, rundir, out)
@@ -46,6 +48,23 @@ def run(config: Config, rundir: RunDir) -> StageResult:
             f"{config.qat.steps})"
         )
     return out.result
+
+
+def _check_settings(cfg: QatConfig) -> None:
+    """Settings the loop cannot run with, refused (exit 2) before any model is loaded."""
+    bad = [
+        f"qat.{key}={value!r} ({why})"
+        for key, value, ok, why in (
+            ("steps", cfg.steps, cfg.steps >= 0, "0 or more"),
+            ("eval_every", cfg.eval_every, cfg.eval_every >= 1, "1 or more"),
+            ("batch_size", cfg.batch_size, cfg.batch_size >= 1, "1 or more"),
+            ("learning_rate", cfg.learning_rate, cfg.learning_rate > 0, "above 0"),
+            ("eval_rows", cfg.eval_rows, cfg.eval_rows is None or cfg.eval_rows >= 1, "1 or more"),
+        )
+        if not ok
+    ]
+    if bad:
+        raise ConfigError(f"qat: {'; '.join(bad)}")
 
 
 def _qat(config: Config, rundir: RunDir, out: Staging) -> dict[str, Any]:
