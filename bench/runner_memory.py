@@ -16,6 +16,7 @@ with every runner held at once, that is what adds up to the bench's peak.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import sys
 from pathlib import Path
 
@@ -40,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", nargs="+", default=["all"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--vocab", type=int, default=30522)
+    parser.add_argument(
+        "--trim", action="store_true", help="glibc malloc_trim(0) after each runner's runs"
+    )
+    parser.add_argument(
+        "--passes", type=int, default=1, help="then run every held runner on every shape again"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     shapes: list[tuple[int, int]] = []
     for text in args.shapes:
@@ -58,12 +65,22 @@ def main(argv: list[str] | None = None) -> int:
         for batch, seq in shapes:
             if runner.accepts(batch, seq):
                 runner(synthetic_batch(batch, seq, args.vocab))
+        if args.trim:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         after = _vm("VmRSS")
         print(
             f"{runner.label:<36} {active - before:>+8.2f}G {after - active:>+8.2f}G "
             f"{after:>6.2f}G {_vm('VmHWM'):>6.2f}G",
             flush=True,
         )
+    for _ in range(args.passes - 1):  # as the bench's interleaved rounds do, all held
+        for runner in held:
+            for batch, seq in shapes:
+                if runner.accepts(batch, seq):
+                    runner(synthetic_batch(batch, seq, args.vocab))
+                if args.trim:
+                    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    print(f"after {args.passes} passes: RSS {_vm('VmRSS'):.2f} GB, peak {_vm('VmHWM'):.2f} GB")
     for skip in found.skipped:
         print(f"skipped: {str(skip)[:100]}")
     return 0
