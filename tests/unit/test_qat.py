@@ -232,3 +232,44 @@ def test_zero_steps_exports_the_post_training_model_as_qat(tmp_path: Path, tiny_
     ptq, qat = (cpu_session(run.onnx(v)) for v in ("mtq-int8", "qat"))
     feed = {i.name: batch[i.name] for i in ptq.get_inputs()}
     np.testing.assert_array_equal(ptq.run(None, feed)[0], qat.run(None, feed)[0])
+
+
+@needs_modelopt
+def test_the_qat_models_run_under_their_registry_names(qat_run: RunDir) -> None:
+    """onnx-mtq-int8/onnx-qat (ONNX Runtime) and ov-mtq-int8/ov-qat (OpenVINO): the two
+    runtimes read the same Q/DQ file to the same classes."""
+    from bertrt.config import load_config
+    from bertrt.runners.run_model import RunModel
+
+    texts = ["how do I sort a list in python", "why does my C++ code crash?", "help"]
+    config = load_config(None, [])
+    out = {}
+    for name in ("onnx-mtq-int8", "onnx-qat", "ov-mtq-int8", "ov-qat"):
+        with RunModel.open(config, qat_run, name) as model:
+            out[name] = model.logits(texts)
+        assert out[name].shape == (3, len(model.labels)) and np.isfinite(out[name]).all()
+    for variant in ("mtq-int8", "qat"):
+        ort, ov = out[f"onnx-{variant}"], out[f"ov-{variant}"]
+        assert (ort.argmax(axis=1) == ov.argmax(axis=1)).all()
+
+
+@needs_modelopt
+def test_calibrate_times_the_qat_models_where_they_exist(qat_run: RunDir, tmp_path: Path) -> None:
+    """The CPU choice offers OpenVINO on bertrt qat's models (static shapes too) and records
+    the files it timed as calibrate's inputs."""
+    import shutil
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(qat_run.root, run.root)
+    sets = [*TINY, "calibration.eval_rows=48"]
+    sets += ["calibration.cpu_candidates=[fp32-opt,ov-mtq-int8-static,ov-qat]"]
+    args = [a for s in sets for a in ("--set", s)]
+    assert main(["export", "--run-dir", str(run.root), *args]) == 0
+    assert main(["calibrate", "--run-dir", str(run.root), *args]) == 0
+    choice = read_json(run.cpu_choice)
+    assert set(choice["candidates"]) == {"fp32-opt", "ov-mtq-int8-static", "ov-qat"}
+    assert choice["candidates"]["ov-qat"]["model"] == "ov-qat"
+    if choice["candidate"] == "ov-mtq-int8-static":
+        assert choice["model"] == "ov-mtq-int8" and choice["static_shapes"] is True
+    inputs = run.read_manifest()["stages"]["calibrate"]["inputs"]
+    assert {run.rel(run.onnx("mtq-int8")), run.rel(run.onnx("qat"))} <= set(inputs)
