@@ -20,9 +20,11 @@ ORT's CPU memory arena is off (``CPU_MEM_ARENA``). With it on, a session
 keeps the largest memory any of its runs needed and never gives it back:
 about 2.1 GB for MiniLM after one batch of 32 x 512 tokens, so the bench,
 which holds every runner's session at once to interleave their rounds, peaked
-at 10.5 GB. Off, a session holds 0.02-0.2 GB between runs; the paired
-latency check is ``bench/arena_ab.py`` (docs/findings.md, "Memory of the
-pipeline, stage by stage").
+at 10.5 GB. Off, a session holds 0.02-0.3 GB between runs. The price, in
+paired rounds (``bench/arena_ab.py``) on a partly loaded machine: the INT8
+models 1.1-1.18x slower at batch 32, batch 1 unchanged; still to be settled
+on an idle machine (docs/findings.md, "Memory of the pipeline, stage by
+stage").
 """
 
 from __future__ import annotations
