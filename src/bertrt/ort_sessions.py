@@ -16,15 +16,16 @@ and the client, and under that load Triton's dynamic batcher stalled about
 1 request in 60 for ~540 ms. Stopping the spin removed the stalls and left
 offline latency unchanged (docs/findings.md, "Serving on two cores").
 
-ORT's CPU memory arena is off (``CPU_MEM_ARENA``). With it on, a session
-keeps the largest memory any of its runs needed and never gives it back:
-about 2.1 GB for MiniLM after one batch of 32 x 512 tokens, so the bench,
-which holds every runner's session at once to interleave their rounds, peaked
-at 10.5 GB. Off, a session holds 0.02-0.3 GB between runs. The price, in
-paired rounds (``bench/arena_ab.py``) on a partly loaded machine: the INT8
-models 1.1-1.18x slower at batch 32, batch 1 unchanged; still to be settled
-on an idle machine (docs/findings.md, "Memory of the pipeline, stage by
-stage").
+ORT's CPU memory arena stays on (``CPU_MEM_ARENA``): off, the deployment
+model ran 1.17-1.18x slower at batch 32 (rounds 1.10-1.20) and model.int8.onnx
+1.10x at 32 x 512, batch 1 unchanged (paired rounds, ``bench/arena_ab.py``,
+load 2-5). On, a session keeps the largest memory any of its runs needed:
+about 2.1 GB for MiniLM after a batch of 32 x 512 tokens, and the bench, which
+holds every runner at once to interleave their rounds, peaked at 10.5 GB. So
+a session gives its arena back on request (:func:`shrink_options`, a run
+option), which the timing loop asks for between rounds, outside the timed
+region (``Runner.release_memory``): the round's untimed warm-up call regrows
+it (docs/findings.md, "Memory of the pipeline, stage by stage").
 """
 
 from __future__ import annotations
@@ -36,9 +37,18 @@ from bertrt.errors import VerificationError
 from bertrt.hardware import usable_cores
 
 CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
-# ORT's CPU memory arena: off, so that a session's memory between runs stays
-# what its weights need (see the module docstring).
-CPU_MEM_ARENA = False
+# ORT's CPU memory arena: on, for speed; given back between timing rounds (see the
+# module docstring).
+CPU_MEM_ARENA = True
+
+
+def shrink_options() -> Any:
+    """Run options under which a run on the CPU gives the session's arena back when it ends."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 def session_options(threads: int | None = None) -> Any:

@@ -6,6 +6,9 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,11 +22,62 @@ def _script(name: str) -> ModuleType:
     return module
 
 
-def test_cpu_sessions_do_not_keep_an_arena() -> None:
-    """With ORT's arena on, each bench session kept ~2.1 GB after batch 32 x 512 (10.5 GB in all)."""
-    from bertrt.ort_sessions import session_options
+def test_cpu_sessions_keep_their_arena_and_give_it_back_on_request() -> None:
+    """Arena off cost the deployment model 1.17-1.18x at batch 32 (bench/arena_ab.py); on,
+    each bench session kept ~2.1 GB after batch 32 x 512 unless told to give it back."""
+    from bertrt.ort_sessions import session_options, shrink_options
 
-    assert session_options(1).enable_cpu_mem_arena is False
+    assert session_options(1).enable_cpu_mem_arena is True
+    entry = shrink_options().get_run_config_entry("memory.enable_memory_arena_shrinkage")
+    assert entry == "cpu:0"
+
+
+def test_an_ort_runner_gives_its_arena_back_with_a_shrink_run(tmp_path: Path) -> None:
+    from bertrt.runners.ort_runner import OrtRunner
+
+    calls: list[tuple[list[str], dict[str, Any], Any]] = []
+
+    class _Session:
+        def run(self, outputs: list[str], feed: dict[str, Any], run_options: Any = None) -> None:
+            calls.append((outputs, feed, run_options))
+
+    runner = OrtRunner(tmp_path / "m.onnx")
+    runner.release_memory()  # inactive: nothing to give back
+    assert calls == []
+    runner.session, runner._inputs, runner.is_active = _Session(), ["input_ids"], True
+    runner.release_memory()
+    [(outputs, feed, options)] = calls
+    assert outputs == ["logits"]
+    assert list(feed) == ["input_ids"] and feed["input_ids"].shape == (1, 8)
+    assert options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+
+
+def test_timing_rounds_release_memory_outside_the_timed_region() -> None:
+    from bertrt.runners.base import Runner
+    from bertrt.runners.timing import ShapeTimer, TimingPlan
+
+    log: list[str] = []
+
+    class _Logged(Runner):
+        def _activate(self) -> None: ...
+
+        def _deactivate(self) -> None: ...
+
+        def _infer(self, prepared: Any) -> Any:
+            log.append("infer")
+
+        def release_memory(self) -> None:
+            log.append("release")
+
+    with _Logged() as runner:
+        timer = ShapeTimer(
+            runner, {"input_ids": np.ones((1, 4), dtype=np.int64)}, TimingPlan(1, 3, 2)
+        )
+        log.clear()
+        timer.time_round()
+    # the round's untimed warm-up, its three timed calls, then the memory back
+    assert log == ["infer", "infer", "infer", "infer", "release"]
+    assert len(timer.rounds[0]) == 3
 
 
 def test_pipeline_memory_reports_a_childs_peak(tmp_path: Path) -> None:

@@ -140,6 +140,12 @@ class Runner(ABC):
         """
         return None
 
+    def release_memory(self) -> None:
+        """Give back memory the runtime keeps between runs (ONNX Runtime's CPU arena); the
+        next run takes it again. The timing loop calls it between rounds, outside the timed
+        region, so that runners held at once do not each keep their largest run's memory."""
+        return None
+
     def to_numpy(self, output: Any) -> np.ndarray:
         return np.asarray(output, dtype=np.float32)
 

@@ -21,7 +21,7 @@ from bertrt.artifacts import RunDir
 from bertrt.errors import MissingArtifactError, UnavailableError
 from bertrt.hardware import cuda_available
 from bertrt.modeling import OUTPUT_NAME, onnx_input_names, select_inputs
-from bertrt.ort_sessions import cpu_session, session_options
+from bertrt.ort_sessions import cpu_session, session_options, shrink_options
 from bertrt.runners.base import Batch, Runner
 from bertrt.runners.identity import Framework, Precision, Skip
 from bertrt.runners.spec import (
@@ -91,6 +91,13 @@ class OrtRunner(Runner):
 
     def _deactivate(self) -> None:
         self.session = None
+
+    def release_memory(self) -> None:
+        """One batch-1 run with the shrink option: the CPU arena is given back when it ends."""
+        if not self.is_active or self.device != "cpu":
+            return
+        feed = {name: np.ones((1, 8), dtype=np.int64) for name in self._inputs}
+        self.session.run([OUTPUT_NAME], feed, run_options=shrink_options())
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -144,6 +144,7 @@ class ShapeTimer:
 
     def __init__(self, runner: Runner, batch: Batch, plan: TimingPlan) -> None:
         self.plan = plan
+        self._runner = runner
         self.batch_size = int(next(iter(batch.values())).shape[0])
         self._prepared = runner.prepare(batch)
         self.timer, self._once = timer_for(runner, self._prepared)
@@ -162,6 +163,8 @@ class ShapeTimer:
         for _ in range(self.plan.round_warmup):
             self._once()
         self.rounds.append([self._once() for _ in range(self.per_round)])
+        if self.plan.round_warmup:  # the next round's warm-up takes the memory back
+            self._runner.release_memory()
 
     def result(self) -> LatencyResult:
         return summarize(self.rounds, self.batch_size, self.timer)
