@@ -73,6 +73,7 @@ def test_timing_rounds_release_memory_outside_the_timed_region() -> None:
         timer = ShapeTimer(
             runner, {"input_ids": np.ones((1, 4), dtype=np.int64)}, TimingPlan(1, 3, 2)
         )
+        assert log == ["infer", "release"]  # the warm-up (the pilot), then the memory back
         log.clear()
         timer.time_round()
     # the round's untimed warm-up, its three timed calls, then the memory back

@@ -39,8 +39,11 @@ def build_eval_set(
 
 
 def predict(runner: Runner, data: TokenizedRows, progress: bool = True) -> np.ndarray:
-    """Logits of every row, in the original row order."""
-    return predict_logits(runner, data, progress=progress, desc=f"accuracy {runner.label}")
+    """Logits of every row, in the original row order; then the runner gives back what it
+    keeps between runs (the bench holds every runner at once)."""
+    logits = predict_logits(runner, data, progress=progress, desc=f"accuracy {runner.label}")
+    runner.release_memory()
+    return logits
 
 
 # The label figures of a run without labels: each is None.

@@ -149,6 +149,7 @@ class ShapeTimer:
         self._prepared = runner.prepare(batch)
         self.timer, self._once = timer_for(runner, self._prepared)
         warm = [self._once() for _ in range(max(plan.warmup, 1))]
+        self._release()
         self.typical_ms = max(statistics.median(warm[-3:]), 1e-3)
         per_round = max(plan.iterations, math.ceil(plan.min_round_s * 1e3 / self.typical_ms))
         self.per_round = min(per_round, plan.max_iterations)
@@ -163,7 +164,12 @@ class ShapeTimer:
         for _ in range(self.plan.round_warmup):
             self._once()
         self.rounds.append([self._once() for _ in range(self.per_round)])
-        if self.plan.round_warmup:  # the next round's warm-up takes the memory back
+        self._release()
+
+    def _release(self) -> None:
+        """Let the runner give back what it keeps between runs; the next round's untimed
+        warm-up call takes it again (so never where a round has no warm-up)."""
+        if self.plan.round_warmup:
             self._runner.release_memory()
 
     def result(self) -> LatencyResult:
