@@ -11,7 +11,9 @@ stage in order, one child process at a time, and reports for each:
   of any descendant it waited for (``wait4``'s ``ru_maxrss``: what GNU
   ``time -v`` reports as "Maximum resident set size"); the largest single
   process, which is what decides whether a machine runs out of memory when
-  the stage is one process;
+  the stage is one process. Linux carries the launching process's own peak
+  into a child's ru_maxrss across exec, so run this tool as its own small
+  process (as below), never from inside a large one;
 - ``peak_tree_rss_gb``: the largest sum of RSS over the child's whole
   process tree, sampled every ``--interval`` seconds (catches a stage that
   spreads its memory over worker processes; a short spike between samples
