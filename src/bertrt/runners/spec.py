@@ -28,7 +28,7 @@ from typing import ClassVar, Literal
 from bertrt.artifacts import RunDir
 from bertrt.errors import BertrtError
 from bertrt.runners.base import Runner
-from bertrt.runners.identity import Framework, Precision, Skip
+from bertrt.runners.identity import Device, Framework, Precision, Skip
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class ModelSpec:
     producer: str  # the stage that writes the artifact
     artifact_of: Callable[[RunDir], Path]  # what the manifest records (require() checks)
     loads: Callable[[RunDir], Path] | None = None  # the file the runtime opens, if not that
+    device: Device = Device.CPU  # where its runner computes
 
     def artifact(self, run: RunDir) -> Path:
         return self.artifact_of(run)

@@ -29,7 +29,7 @@ from bertrt.artifacts import RunDir
 from bertrt.errors import MissingArtifactError, StaleArtifactError
 from bertrt.modeling import OUTPUT_NAME, Batch, select_inputs
 from bertrt.runners.base import Runner, RunnerStateError
-from bertrt.runners.identity import Framework, Precision, Skip
+from bertrt.runners.identity import Device, Framework, Precision, Skip
 from bertrt.runners.spec import (
     Benchable,
     ModelSpec,
@@ -266,6 +266,7 @@ def _engine(name: str, precision: Precision) -> ModelSpec:
         name,
         "build-engine",
         lambda run: run.engine(name),
+        device=Device.CUDA,
     )
 
 

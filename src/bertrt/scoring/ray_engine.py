@@ -40,6 +40,8 @@ from bertrt.data.stream import Chunk, Layout, read_chunks, unit_of
 from bertrt.errors import BertrtError, ConfigError, DataError, UnavailableError
 from bertrt.hardware import usable_cores
 from bertrt.metrics import softmax
+from bertrt.runners.identity import Device
+from bertrt.runners.registry import MODELS
 from bertrt.runners.run_model import RunModel
 from bertrt.scoring.job import ScoreOptions
 from bertrt.scoring.local import Progress, ScoreReport
@@ -184,7 +186,7 @@ def _pool(ray: Any, model: str, config: Config, options: RayOptions) -> Pool:
     per actor and as many actors as fit, one CPU left for the read tasks)."""
     if options.workers is not None and options.workers < 1:
         raise ConfigError(f"--workers {options.workers}: must be at least 1")
-    if model.startswith("trt-"):
+    if model in MODELS and MODELS[model].device == Device.CUDA:
         gpus = ray.cluster_resources().get("GPU", 1) if ray is not None else 1
         return Pool(options.workers or max(1, int(gpus)), config.threads, 1, 1)
     if options.address is None:
