@@ -116,8 +116,9 @@ class Runtime(ABC):
     models: ClassVar[tuple[ModelSpec, ...]]
     # How Triton serves this runtime's models, or why it cannot (one line).
     triton: ClassVar[TritonServing | str]
-    # Models calibrate's CPU deployment choice may time as they are (no build step):
-    # the fastest within the accuracy budget becomes the run's `cpu` model.
+    # Models calibrate's CPU deployment choice may time as they are (no build step;
+    # a `-static` suffix: compiled per input shape), where their files exist: the
+    # fastest within the accuracy budget becomes the run's `cpu` model.
     cpu_candidates: ClassVar[tuple[str, ...]] = ()
 
     def unavailable(self) -> str | None:
