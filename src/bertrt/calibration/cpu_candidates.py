@@ -48,6 +48,7 @@ from bertrt.cpu_choice.candidate import CandidateSpec
 from bertrt.errors import ConfigError
 from bertrt.modeling import Batch
 from bertrt.runners.registry import MODELS, RUNTIMES, runtime_of
+from bertrt.runners.spec import CpuOffer
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,10 @@ BUILT_CANDIDATES = (
 NOT_BY_DEFAULT = {"dynamic-int8-opt", "torch-compile"}
 
 
-def offered_candidates() -> tuple[str, ...]:
-    """The registry models runtimes offer the choice as they are (e.g. ``torch-int8``)."""
-    return tuple(name for rt in RUNTIMES for name in rt.cpu_candidates)
+def offered_candidates() -> dict[str, CpuOffer]:
+    """The registry models runtimes offer the choice as they are (e.g. ``torch-int8``),
+    by candidate name."""
+    return {offer.name: offer for rt in RUNTIMES for offer in rt.cpu_candidates}
 
 
 def known_candidates() -> tuple[str, ...]:
@@ -128,7 +130,8 @@ def build_candidates(
             f"calibration.cpu_candidates: unknown {unknown}; choose from {list(known_candidates())}"
         )
     specs = [_built(name, inputs, u8_ranges, workdir) for name in names if name in BUILT_CANDIDATES]
-    offered = (_offered(name, inputs.run) for name in names if name not in BUILT_CANDIDATES)
+    offers = offered_candidates()
+    offered = (_offered(offers[n], inputs.run) for n in names if n not in BUILT_CANDIDATES)
     specs += [spec for spec in offered if spec is not None]
     kept = []
     for spec in specs:
@@ -139,17 +142,18 @@ def build_candidates(
     return kept
 
 
-def _offered(name: str, run: RunDir) -> CandidateSpec | None:
-    """A registry model as it is (``-static``: compiled per input shape); None, logged, when
-    the stage that writes it has not run (e.g. ``bertrt qat``: an optional stage)."""
-    model = MODELS[name.removesuffix("-static")]
+def _offered(offer: CpuOffer, run: RunDir) -> CandidateSpec | None:
+    """A registry model as it is; None, logged, when the stage that writes it has not run
+    (e.g. ``bertrt qat``: an optional stage)."""
+    model = MODELS[offer.model]
     path = model.model_file(run)
     if not path.exists():
         log.info("calibrate: CPU candidate %s left out: %s missing (`bertrt %s`)",
-                 name, path, model.producer)  # fmt: skip
+                 offer.name, path, model.producer)  # fmt: skip
         return None
-    static = name.endswith("-static")
-    return CandidateSpec(name, path.name, model, path, static_shapes=static, offered=True)
+    return CandidateSpec(
+        offer.name, path.name, model, path, static_shapes=offer.static_shapes, offered=True
+    )
 
 
 def _built(

@@ -42,7 +42,9 @@ class CandidateSpec:
 
     def runner(self, threads: int | None) -> Runner:
         """The candidate's runner, labelled by the candidate's name."""
-        # The runtime marks a static-shape runner's label itself ("-static").
-        model = dataclasses.replace(self.model, variant=self.name.removesuffix("-static"))
+        # Labelled by the candidate's name; a static-shape runner by its model's variant,
+        # to which the runtime adds "-static" itself (openvino/qdq-static/cpu).
+        variant = self.model.variant if self.static_shapes else self.name
+        model = dataclasses.replace(self.model, variant=variant)
         options = RunnerOptions(threads, static_shapes=self.static_shapes)
         return runtime_of(self.model).runner_on(self.path, model, options)

@@ -27,7 +27,7 @@ from bertrt.hardware import cpu_has_native_bf16, usable_cores
 from bertrt.modeling import Batch, select_inputs
 from bertrt.runners.base import Runner
 from bertrt.runners.identity import Framework, Precision
-from bertrt.runners.spec import ModelSpec, RunnerOptions, Runtime, TritonServing
+from bertrt.runners.spec import CpuOffer, ModelSpec, RunnerOptions, Runtime, TritonServing
 
 MAX_STATIC_SHAPES = 64
 
@@ -198,7 +198,9 @@ class OpenVinoRuntime(Runtime):
     # `bertrt qat`'s ModelOpt models, where that stage ran before calibrate (TensorRT's
     # placement, attention matmuls too with qat.quantize_attention); `-static`: compiled
     # per input shape, as openvino-qdq-static.
-    cpu_candidates = ("ov-mtq-int8", "ov-mtq-int8-static", "ov-qat", "ov-qat-static")
+    cpu_candidates = tuple(
+        CpuOffer(model, static) for model in ("ov-mtq-int8", "ov-qat") for static in (False, True)
+    )
 
     def unavailable(self) -> str | None:
         return openvino_missing()

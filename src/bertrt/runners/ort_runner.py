@@ -196,8 +196,8 @@ class OnnxRuntime(Runtime):
                     )
                 elif provider != "cpu" and not cuda_available():
                     yield Skip(cand.label, "CUDA not available")
-                elif problem := artifact_problem(run, model):
-                    yield Skip(cand.label, problem.reason, problem.artifact, problem.stage)
+                elif problem := artifact_problem(run, model, cand.label):
+                    yield problem
                 else:
                     yield cand
         yield Skip(

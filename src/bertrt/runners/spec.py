@@ -79,6 +79,19 @@ class TritonServing:
 
 
 @dataclass(frozen=True)
+class CpuOffer:
+    """A model the CPU deployment choice may time as it is, and in which shape mode."""
+
+    model: str  # a registry name
+    static_shapes: bool = False  # compiled per input shape (OpenVINO)
+
+    @property
+    def name(self) -> str:
+        """The candidate's name (calibration.cpu_candidates, cpu.json)."""
+        return self.model + ("-static" if self.static_shapes else "")
+
+
+@dataclass(frozen=True)
 class Benchable:
     """A runner the bench can build (cheaply, inactive) and the run artifacts it reads."""
 
@@ -94,18 +107,18 @@ class Benchable:
         return self.factory()
 
 
-def artifact_problem(run: RunDir, model: ModelSpec, stage: str = "bench") -> Skip | None:
-    """A skip for ``model`` when its artifact is missing or stale (labelled by the model
-    name until the caller knows the runner's label), or None when it is current."""
+def artifact_problem(run: RunDir, model: ModelSpec, label: str) -> Skip | None:
+    """A skip of the runner ``label`` when ``model``'s artifact is missing or stale (it names
+    the file and the stage that rewrites it), or None when the artifact is current."""
     path = model.artifact(run)
     if not path.exists():
         hint = " on a GPU" if model.producer == "build-engine" else ""
         why = f"{path} missing: run `bertrt {model.producer} --run-dir {run.root}`{hint}"
-        return Skip(model.name, why, path, model.producer)
+        return Skip(label, why, path, model.producer)
     try:
-        run.require(stage, [path], producer=model.producer)
+        run.require("bench", [path], producer=model.producer)
     except BertrtError as err:
-        return Skip(model.name, str(err), path, model.producer)
+        return Skip(label, str(err), path, model.producer)
     return None
 
 
@@ -116,10 +129,10 @@ class Runtime(ABC):
     models: ClassVar[tuple[ModelSpec, ...]]
     # How Triton serves this runtime's models, or why it cannot (one line).
     triton: ClassVar[TritonServing | str]
-    # Models calibrate's CPU deployment choice may time as they are (no build step;
-    # a `-static` suffix: compiled per input shape), where their files exist: the
-    # fastest within the accuracy budget becomes the run's `cpu` model.
-    cpu_candidates: ClassVar[tuple[str, ...]] = ()
+    # Models calibrate's CPU deployment choice may time as they are (no build step),
+    # where their files exist: the fastest within the accuracy budget becomes the
+    # run's `cpu` model.
+    cpu_candidates: ClassVar[tuple[CpuOffer, ...]] = ()
 
     def unavailable(self) -> str | None:
         """Why this runtime cannot run on this machine (a package or a GPU missing), or None."""
@@ -141,10 +154,9 @@ class Runtime(ABC):
             cand = Benchable(
                 functools.partial(self.runner, model, run, options), (model.artifact(run),)
             )
-            problem = None if missing else artifact_problem(run, model)
             if missing:
                 yield Skip(cand.label, missing)
-            elif problem is not None:
-                yield Skip(cand.label, problem.reason, problem.artifact, problem.stage)
+            elif problem := artifact_problem(run, model, cand.label):
+                yield problem
             else:
                 yield cand

@@ -30,7 +30,7 @@ import numpy as np
 
 from bertrt.runners.base import Batch, Runner
 from bertrt.runners.identity import Framework, Precision
-from bertrt.runners.spec import ModelSpec, RunnerOptions, Runtime
+from bertrt.runners.spec import CpuOffer, ModelSpec, RunnerOptions, Runtime
 from bertrt.runners.torch_runner import TorchRunner
 
 BACKEND = "inductor"
@@ -97,7 +97,7 @@ class TorchCompileRuntime(Runtime):
         "a torch.compile'd model has no Triton backend here: serve an ONNX model instead "
         "(onnx-fp32, onnx-opt, ov-fp32 or cpu)"
     )
-    cpu_candidates = ("torch-compile",)
+    cpu_candidates = (CpuOffer("torch-compile"),)
 
     def unavailable(self) -> str | None:
         return cxx_compiler_missing()

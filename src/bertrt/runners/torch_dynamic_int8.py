@@ -23,7 +23,7 @@ from typing import Any
 
 from bertrt.runners.base import Runner
 from bertrt.runners.identity import Framework, Precision
-from bertrt.runners.spec import ModelSpec, RunnerOptions, Runtime
+from bertrt.runners.spec import CpuOffer, ModelSpec, RunnerOptions, Runtime
 from bertrt.runners.torch_runner import TorchRunner
 
 
@@ -83,7 +83,7 @@ class TorchDynamicInt8Runtime(Runtime):
         "PyTorch's dynamic INT8 model has no Triton backend here: serve an ONNX model "
         "instead (onnx-int8, onnx-cpu, ov-int8 or cpu)"
     )
-    cpu_candidates = ("torch-int8",)
+    cpu_candidates = (CpuOffer("torch-int8"),)
 
     def unavailable(self) -> str | None:
         return quantized_engine_missing()

@@ -303,7 +303,7 @@ class TensorRtRuntime(Runtime):
             cand = Benchable(factory, (run.engine(name), run.engine_meta(name)))
             if missing:
                 yield Skip(cand.label, f"tensorrt: {missing} ({TRT_HINT})")
-            elif problem := artifact_problem(run, model):
-                yield Skip(cand.label, problem.reason, problem.artifact, problem.stage)
+            elif problem := artifact_problem(run, model, cand.label):
+                yield problem
             else:
                 yield cand
