@@ -21,6 +21,11 @@ stage in order, one child process at a time, and reports for each:
 - wall time and the load average before and after (memory does not depend
   on the machine's load, time does).
 
+With ``--timeline``, each sample of the tree's RSS is also written to
+``<out>.<stage>.timeline.tsv`` beside the last line the stage had printed to
+stderr by then (its log or progress bar), so the peak can be placed in the
+stage's own phases.
+
 Writes ``<out>.json`` and ``<out>.md`` (a table for docs/findings.md) and
 prints the table. A stage that fails stops the sequence (exit 1), its
 figures still reported.
@@ -33,12 +38,14 @@ import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -70,29 +77,70 @@ def _tree_rss(root: psutil.Process) -> int:
     return total
 
 
-def _sample_tree(pid: int, interval: float, stop: threading.Event, peak: list[int]) -> None:
+class Timeline:
+    """The child's stderr, echoed, with its last line kept; and (time, RSS, that line) samples."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.last_line = ""
+        self.samples: list[tuple[float, int, str]] = []
+
+    def echo(self, stream: IO[bytes]) -> None:
+        """Copy ``stream`` to stderr; a line ends at a newline or a carriage return (tqdm)."""
+        pending = b""
+        while chunk := stream.read1(4096):  # type: ignore[attr-defined]
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.flush()
+            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+            for line in reversed(lines):
+                if line.strip():
+                    self.last_line = line.decode(errors="replace").strip()[:160]
+                    break
+
+    def add(self, rss: int) -> None:
+        self.samples.append((time.perf_counter() - self.start, rss, self.last_line))
+
+    def write(self, path: Path) -> None:
+        rows = [f"{t:.1f}\t{rss / GB:.3f}\t{line}" for t, rss, line in self.samples]
+        path.write_text("t_s\trss_gb\tlast_stderr_line\n" + "\n".join(rows) + "\n")
+
+
+def _sample_tree(
+    pid: int, interval: float, stop: threading.Event, peak: list[int], timeline: Timeline | None
+) -> None:
     try:
         root = psutil.Process(pid)
     except psutil.Error:
         return
     while not stop.is_set():
-        peak[0] = max(peak[0], _tree_rss(root))
+        rss = _tree_rss(root)
+        peak[0] = max(peak[0], rss)
+        if timeline is not None:
+            timeline.add(rss)
         stop.wait(interval)
 
 
-def measure(stage: str, command: list[str], interval: float) -> StageMemory:
+def measure(
+    stage: str, command: list[str], interval: float, timeline: Timeline | None = None
+) -> StageMemory:
     """Run ``command`` and return its peak memory (ru_maxrss via wait4, and the sampled tree sum)."""
     load_before = [round(x, 2) for x in os.getloadavg()]
     start = time.perf_counter()
-    child = subprocess.Popen(command)
+    child = subprocess.Popen(command, stderr=subprocess.PIPE if timeline else None)
     stop, peak = threading.Event(), [0]
-    sampler = threading.Thread(target=_sample_tree, args=(child.pid, interval, stop, peak))
-    sampler.start()
+    threads = [
+        threading.Thread(target=_sample_tree, args=(child.pid, interval, stop, peak, timeline))
+    ]
+    if timeline is not None and child.stderr is not None:
+        threads.append(threading.Thread(target=timeline.echo, args=(child.stderr,)))
+    for thread in threads:
+        thread.start()
     try:
         _, status, usage = os.wait4(child.pid, 0)
     finally:
         stop.set()
-        sampler.join()
+        for thread in threads:
+            thread.join()
     child.returncode = os.waitstatus_to_exitcode(status)  # already reaped: keep Popen quiet
     return StageMemory(
         stage=stage,
@@ -148,6 +196,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="pipeline-memory", help="writes OUT.json and OUT.md")
     parser.add_argument("--interval", type=float, default=0.5, help="tree sampling period (s)")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="also write OUT.<stage>.timeline.tsv: every sample with the stage's last stderr line",
+    )
     return parser.parse_args(argv)
 
 
@@ -160,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     for stage in args.stages:
         command = [sys.executable, "-m", "bertrt", stage, "--run-dir", args.run_dir, *extra]
         print(f"== {stage}: {' '.join(command)}", flush=True)
-        rows.append(measure(stage, command, args.interval))
+        timeline = Timeline() if args.timeline else None
+        rows.append(measure(stage, command, args.interval, timeline))
+        if timeline is not None:
+            timeline.write(Path(f"{args.out}.{stage}.timeline.tsv"))
         print(f"== {stage}: peak RSS {rows[-1].peak_rss_gb:.2f} GB", flush=True)
         if rows[-1].exit_code != 0:
             break

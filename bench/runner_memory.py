@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         "--trim", action="store_true", help="glibc malloc_trim(0) after each runner's runs"
     )
     parser.add_argument(
+        "--release",
+        action="store_true",
+        help="Runner.release_memory() after every run, as the bench's rounds do",
+    )
+    parser.add_argument(
         "--passes", type=int, default=1, help="then run every held runner on every shape again"
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -65,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch, seq in shapes:
             if runner.accepts(batch, seq):
                 runner(synthetic_batch(batch, seq, args.vocab))
+            if args.release:
+                runner.release_memory()
         if args.trim:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         after = _vm("VmRSS")
@@ -78,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             for batch, seq in shapes:
                 if runner.accepts(batch, seq):
                     runner(synthetic_batch(batch, seq, args.vocab))
+                if args.release:
+                    runner.release_memory()
                 if args.trim:
                     ctypes.CDLL("libc.so.6").malloc_trim(0)
     print(f"after {args.passes} passes: RSS {_vm('VmRSS'):.2f} GB, peak {_vm('VmHWM'):.2f} GB")

@@ -102,3 +102,28 @@ def test_pipeline_memory_reports_a_childs_peak(tmp_path: Path) -> None:
     row = json.loads(done.stdout.strip().splitlines()[-1])
     assert row["exit_code"] == 0
     assert 0.3 <= row["peak_rss_gb"] < 1.0
+
+
+def test_pipeline_memory_timeline_places_samples_in_the_stages_output(tmp_path: Path) -> None:
+    """--timeline pairs each RSS sample with the last line the stage printed (a tqdm bar's
+    carriage returns end a line too), so a peak can be placed in the stage's phases."""
+    import subprocess
+
+    code = (
+        "import sys, time; sys.stderr.write('loading\\n'); sys.stderr.flush(); time.sleep(0.3); "
+        "b = bytearray(200_000_000); sys.stderr.write('bar 1/2\\rbar 2/2\\r'); sys.stderr.flush(); "
+        "time.sleep(0.5)"
+    )
+    out = tmp_path / "mem"
+    probe = (
+        "import sys; sys.path.insert(0, 'bench'); import pipeline_memory as t; "
+        "timeline = t.Timeline(); "
+        f"t.measure('alloc', [sys.executable, '-c', {code!r}], 0.05, timeline); "
+        f"timeline.write(__import__('pathlib').Path({str(out) + '.tsv'!r}))"
+    )
+    subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, check=True)
+    rows = [line.split("\t") for line in (tmp_path / "mem.tsv").read_text().splitlines()[1:]]
+    peak = max(rows, key=lambda row: float(row[1]))
+    assert float(peak[1]) >= 0.2
+    assert peak[2] == "bar 2/2"
+    assert any(row[2] == "loading" for row in rows)

@@ -203,3 +203,24 @@ def test_openvino_runs_the_projects_onnx_like_onnxruntime(tiny_base: Path, tmp_p
     with OrtRunner(path, threads=1) as ort:
         want = predict_logits(ort, rows)
     assert np.abs(got - want).max() < 1e-4
+
+
+def test_openvino_gives_its_buffers_back_and_runs_the_same_after(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    """The bench calls release_memory between rounds: every compiled model (the dynamic one
+    and each static shape's) lets its buffers go, and the next run is unchanged."""
+    from bertrt.export.onnx_export import export_onnx, load_torch_model
+    from bertrt.runners.openvino_runner import OpenVinoRunner
+
+    path = tmp_path / "model.onnx"
+    sample = {name: np.ones((2, 8), dtype=np.int64) for name in INPUT_NAMES}
+    export_onnx(load_torch_model(tiny_base), path, sample, 17, INPUT_NAMES)
+    batch = {name: np.ones((2, 16), dtype=np.int64) for name in INPUT_NAMES}
+    for static in (False, True):
+        runner = OpenVinoRunner(path, threads=1, inference_precision="f32", static_shapes=static)
+        runner.release_memory()  # inactive: nothing to give back
+        with runner:
+            before = runner(batch)
+            runner.release_memory()
+            assert np.array_equal(runner(batch), before)

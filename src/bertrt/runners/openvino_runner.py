@@ -112,6 +112,15 @@ class OpenVinoRunner(Runner):
         self._request = self._compile = None
         self._static.clear()
 
+    def release_memory(self) -> None:
+        """Give back the buffers each compiled model keeps for its largest run so far (the
+        CPU plugin sizes them to the largest shape seen, per static shape too); the next run
+        allocates them again."""
+        if not self.is_active:
+            return
+        for request in [self._request, *self._static.values()]:
+            request.get_compiled_model().release_memory()
+
     @property
     def input_names(self) -> tuple[str, ...]:
         """The compiled model's own inputs (the ONNX graph's)."""
