@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bertrt.config import QatConfig
 from bertrt.metrics import classification_metrics
-from bertrt.trainer.train import TokenizedRows
+from bertrt.trainer.train import TokenizedRows, stable_subsample
 
 
 def _collator(tokenizer: Any) -> Any:
@@ -76,3 +77,25 @@ def validation_scorer(
         return {k: float(metrics[k]) for k in ("accuracy", "loss", "macro_f1", "log_loss")}
 
     return score
+
+
+def finetuning_rows(
+    cfg: QatConfig,
+    splits: dict[str, pd.DataFrame],
+    tokenizer: Any,
+    max_length: int,
+    input_names: Sequence[str],
+    seed: int,
+) -> tuple[Any, Any, int]:
+    """The training batches ``qat.steps`` will read, the validation scorer and its row count.
+
+    As many training rows as the steps read (no row twice), one batch at least so that
+    ``qat.steps=0`` (the post-training model only) tokenizes something; the validation rows
+    are a seeded sample of ``qat.eval_rows``. Shared with ``bench/qat_control.py``, whose fp32
+    control must train on exactly these rows.
+    """
+    rows = max(cfg.steps, 1) * cfg.batch_size
+    train = stable_subsample(splits["train"], rows, seed)
+    loader = train_loader(tokenizer, train, max_length, input_names, cfg.batch_size, seed)
+    val = stable_subsample(splits["val"], cfg.eval_rows, seed)
+    return loader, validation_scorer(tokenizer, val, max_length, input_names), len(val)

@@ -26,9 +26,8 @@ from bertrt.modeling import load_tokenizer, model_input_names
 from bertrt.qat.export import export_qdq
 from bertrt.qat.finetune import finetune
 from bertrt.qat.quantize import modelopt_quantization, quantize, quantizer_counts
-from bertrt.qat.rows import train_loader, validation_scorer
+from bertrt.qat.rows import finetuning_rows
 from bertrt.stages import StageResult, Staging, stage
-from bertrt.trainer.train import stable_subsample
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +90,15 @@ def _qat(config: Config, rundir: RunDir, out: Staging) -> dict[str, Any]:
     args = (tokenizer, verify_texts, names, config)
     facts["mtq-int8"] = export_qdq(model, mtq_path, rundir.onnx("mtq-int8").name, *args)
 
-    # Fine-tuning rows: as many training rows as the steps will read (no epoch repeats);
-    # one batch at least, so qat.steps=0 (the post-training model only) tokenizes something.
-    rows = max(cfg.steps, 1) * cfg.batch_size
-    train = stable_subsample(splits["train"], rows, config.seed)
-    loader = train_loader(tokenizer, train, max_length, names, cfg.batch_size, config.seed)
-    val = stable_subsample(splits["val"], cfg.eval_rows, config.seed)
-    score = validation_scorer(tokenizer, val, max_length, names)
+    loader, score, val_rows = finetuning_rows(
+        cfg, splits, tokenizer, max_length, names, config.seed
+    )
     outcome = finetune(model, loader, score, cfg.steps, cfg.learning_rate, cfg.eval_every)
     facts["qat"] = {
         "steps": outcome.steps,
         "learning_rate": cfg.learning_rate,
         "batch_size": cfg.batch_size,
-        "validation_rows": len(val),
+        "validation_rows": val_rows,
         "best_step": outcome.best_step,
         "best": outcome.best,
         "history": outcome.history,
