@@ -27,6 +27,7 @@ from typing import Any, Self
 import numpy as np
 
 from bertrt.modeling import Batch
+from bertrt.process_memory import give_back_freed_memory
 
 
 class RunnerStateError(RuntimeError):
@@ -141,10 +142,15 @@ class Runner(ABC):
         return None
 
     def release_memory(self) -> None:
-        """Give back memory the runtime keeps between runs (ONNX Runtime's CPU arena); the
-        next run takes it again. The timing loop calls it between rounds, outside the timed
-        region, so that runners held at once do not each keep their largest run's memory."""
-        return None
+        """Give back memory the runtime keeps between runs; the next run takes it again.
+
+        The timing loop calls it between rounds, outside the timed region, so that runners
+        held at once do not each keep their largest run's memory. Here: the process's freed
+        heap pages (:func:`bertrt.process_memory.give_back_freed_memory`, what PyTorch's
+        tensors leave); runtimes with a pool of their own (ONNX Runtime's arena, OpenVINO's
+        buffers) empty it first, then call this.
+        """
+        give_back_freed_memory()
 
     def to_numpy(self, output: Any) -> np.ndarray:
         return np.asarray(output, dtype=np.float32)

@@ -116,10 +116,10 @@ class OpenVinoRunner(Runner):
         """Give back the buffers each compiled model keeps for its largest run so far (the
         CPU plugin sizes them to the largest shape seen, per static shape too); the next run
         allocates them again."""
-        if not self.is_active:
-            return
-        for request in [self._request, *self._static.values()]:
-            request.get_compiled_model().release_memory()
+        if self.is_active:
+            for request in [self._request, *self._static.values()]:
+                request.get_compiled_model().release_memory()
+        super().release_memory()
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -94,10 +94,10 @@ class OrtRunner(Runner):
 
     def release_memory(self) -> None:
         """One batch-1 run with the shrink option: the CPU arena is given back when it ends."""
-        if not self.is_active or self.device != "cpu":
-            return
-        feed = {name: np.ones((1, 8), dtype=np.int64) for name in self._inputs}
-        self.session.run([OUTPUT_NAME], feed, run_options=shrink_options())
+        if self.is_active and self.device == "cpu":
+            feed = {name: np.ones((1, 8), dtype=np.int64) for name in self._inputs}
+            self.session.run([OUTPUT_NAME], feed, run_options=shrink_options())
+        super().release_memory()
 
     @property
     def input_names(self) -> tuple[str, ...]:
