@@ -26,6 +26,14 @@ a session gives its arena back on request (:func:`shrink_options`, a run
 option), which the timing loop asks for between rounds, outside the timed
 region (``Runner.release_memory``): the round's untimed warm-up call regrows
 it (docs/findings.md, "Memory of the pipeline, stage by stage").
+
+ORT's memory pattern is off (``CPU_MEM_PATTERN``). From a shape's second run
+on, it allocates all of a run's tensors as one planned block, while the first
+run's chunks still sit in the arena: the arena doubled, 1.07 to 2.11 GB for
+the fp32 graph at 32 x 512, and every timing round repeats a shape. Off, the
+same runs held 1.20 GB, and latency did not move (paired rounds, off/on
+0.92-1.05 for model.onnx, model.int8.onnx and model.cpu.onnx at 1 x 128,
+32 x 128 and 32 x 512, ``bench/arena_ab.py --modes nopattern``).
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ CPU_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 # ORT's CPU memory arena: on, for speed; given back between timing rounds (see the
 # module docstring).
 CPU_MEM_ARENA = True
+# ORT's per-shape memory pattern: off, since it doubles the arena (module docstring).
+CPU_MEM_PATTERN = False
 
 
 def shrink_options() -> Any:
@@ -53,7 +63,8 @@ def shrink_options() -> Any:
 
 def session_options(threads: int | None = None) -> Any:
     """All graph optimizations, ``threads`` intra-op threads (default: usable cores), inter-op 1;
-    no spinning between runs; the CPU memory arena as ``CPU_MEM_ARENA`` says."""
+    no spinning between runs; the CPU memory arena and memory pattern as ``CPU_MEM_ARENA`` and
+    ``CPU_MEM_PATTERN`` say."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -61,6 +72,7 @@ def session_options(threads: int | None = None) -> Any:
     options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = CPU_MEM_ARENA
+    options.enable_mem_pattern = CPU_MEM_PATTERN
     options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
