@@ -750,3 +750,38 @@ def test_training_says_its_precision_and_why(monkeypatch: pytest.MonkeyPatch) ->
     assert "fp32" in line and "no native bf16" in line and "max_train_rows" in line
     monkeypatch.setattr(train_module, "cpu_flags", lambda: ["amx_bf16", "avx512_bf16"])
     assert "amx_bf16, avx512_bf16" in train_module.precision_reason("bf16", cuda=False)
+
+
+def test_rows_tokenized_in_chunks_are_the_rows_of_one_call(
+    tiny_base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunking bounds the tokenizer's memory; it must not change a single token."""
+    import pandas as pd
+
+    from bertrt.modeling import load_tokenizer
+    from bertrt.trainer import train
+
+    tokenizer = load_tokenizer(tiny_base)
+    frame = pd.DataFrame({"text": [f"row {i} " + "word " * (i % 40) for i in range(7)]})
+    frame["label"] = [i % 2 for i in range(7)]
+    names = ("input_ids", "token_type_ids", "attention_mask")
+    whole = train.TokenizedRows(tokenizer, frame, 16, names).rows
+    monkeypatch.setattr(train, "TOKENIZE_CHUNK", 3)  # 3 + 3 + 1 rows
+    assert train.TokenizedRows(tokenizer, frame, 16, names, sort=False).rows == whole
+    encoded = tokenizer(list(frame["text"]), truncation=True, max_length=16)
+    assert [row["input_ids"] for row in whole] == encoded["input_ids"]
+
+
+def test_training_gives_freed_memory_back_every_hundred_steps_and_after_evaluation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bertrt.trainer import memory
+
+    calls: list[int] = []
+    monkeypatch.setattr(memory, "give_back_freed_memory", lambda: calls.append(1))
+    giver = memory.heap_giver(every_steps=100)
+    for step in range(1, 301):
+        giver.on_step_end(None, SimpleNamespace(global_step=step), None)
+    assert len(calls) == 3  # steps 100, 200, 300
+    giver.on_evaluate(None, SimpleNamespace(global_step=300), None)
+    assert len(calls) == 4

@@ -28,8 +28,9 @@ from bertrt.errors import ConfigError, UnavailableError
 from bertrt.hardware import cpu_flags, cpu_has_native_bf16, cpu_name
 from bertrt.metrics import classification_metrics
 from bertrt.modeling import ATTENTION, model_input_names, resolve_base_model
+from bertrt.process_memory import give_back_freed_memory
 from bertrt.trainer.hub import from_pretrained
-from bertrt.trainer.memory import peak_memory
+from bertrt.trainer.memory import heap_giver, peak_memory
 from bertrt.trainer.presets import Architecture, Preset, architecture_for
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,10 @@ def parameter_counts(model: Any) -> dict[str, Any]:
 
 
 # -- data -----------------------------------------------------------------------
+# Rows per tokenizer call (TokenizedRows): bounds the tokenizer's per-row objects in flight.
+TOKENIZE_CHUNK = 2048
+
+
 class TokenizedRows(torch.utils.data.Dataset):
     """Unpadded token ids per row; DataCollatorWithPadding pads each batch to its longest row."""
 
@@ -200,19 +205,31 @@ class TokenizedRows(torch.utils.data.Dataset):
         input_names: Sequence[str],
         sort: bool = False,
     ):
-        """``input_names``: the model's inputs (DistilBERT has no token_type_ids)."""
-        encoded = tokenizer(
-            list(frame["text"]), truncation=True, max_length=max_length, return_token_type_ids=True
-        )
+        """``input_names``: the model's inputs (DistilBERT has no token_type_ids).
+
+        Tokenized ``TOKENIZE_CHUNK`` rows at a time: the fast tokenizer builds a Rust
+        ``Encoding`` (tokens, offsets, masks) per row before the ids are copied out, and
+        36,420 training rows at once took 1.6 GB that the allocator kept after they were
+        freed; the freed pages are given back once the rows are built.
+        """
+        texts = list(frame["text"])
+        ids: dict[str, list[Any]] = {name: [] for name in input_names}
+        for start in range(0, len(texts), TOKENIZE_CHUNK):
+            encoded = tokenizer(
+                texts[start : start + TOKENIZE_CHUNK],
+                truncation=True,
+                max_length=max_length,
+                return_token_type_ids=True,
+            )
+            for name in input_names:
+                ids[name].extend(encoded[name])
         self.rows = [
-            {
-                **{name: encoded[name][i] for name in input_names},
-                "labels": int(label),
-            }
+            {**{name: ids[name][i] for name in input_names}, "labels": int(label)}
             for i, label in enumerate(frame["label"])
         ]
         if sort:  # evaluation only: less padding, same metrics
             self.rows.sort(key=lambda r: len(r["input_ids"]))
+        give_back_freed_memory()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -340,7 +357,7 @@ def train_model(
     timer = _epoch_timer()
     trainer = _trainer(
         config, model, tokenizer, (train_ds, val_ds), output_dir, precision,
-        [timer, *(extra_callbacks or [])],
+        [timer, heap_giver(), *(extra_callbacks or [])],
     )  # fmt: skip
     last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if last:
