@@ -75,8 +75,9 @@ def heap_giver(every_steps: int = GIVE_BACK_EVERY_STEPS) -> Any:
     after each evaluation (:func:`bertrt.process_memory.give_back_freed_memory`).
 
     Dynamic padding gives every batch its own shape, so the allocator's free chunks
-    fragment over an epoch and stay resident. A give-back takes milliseconds; every
-    100 steps of several hundred milliseconds each, it costs nothing measurable.
+    fragment over an epoch and stay resident. A give-back took 0.6 ms (median, 11.5 ms
+    the most) in the bench's process; once per 100 steps of about a second each on two
+    cores, that bounds its cost far below 0.1 % (a bound, not a timed training run).
     """
     from transformers import TrainerCallback
 
