@@ -23,22 +23,20 @@ post-training model. Nothing in the run directory's own artifacts changes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from bertrt.artifacts import RunDir
-from bertrt.calibration.reader import calibration_texts, tokenized_batches
 from bertrt.config import load_config
 from bertrt.data import load_split
 from bertrt.export.onnx_export import export_onnx, load_torch_model
 from bertrt.modeling import encode, load_tokenizer, model_input_names
 from bertrt.qat.export import export_qdq
 from bertrt.qat.finetune import finetune
-from bertrt.qat.quantize import quantize
 from bertrt.qat.rows import finetuning_rows
+from bertrt.qat.stage import calibrate_quantizers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     sample = encode(tokenizer, texts[:2], min(16, max_length), "max_length")
     export_onnx(model, out / "model.ft.onnx", sample, config.export.opset, names)
 
-    cal = config.calibration
-    cal_texts = calibration_texts(splits["train"], cal.rows, cal.batch_size, config.seed)
-    batches = tokenized_batches(tokenizer, cal_texts, cal.batch_size, max_length, names)
-    with contextlib.redirect_stdout(sys.stderr):  # ModelOpt prints what it inserts
-        quantize(model, batches, cfg.quantize_attention)
+    calibrate_quantizers(model, splits["train"], tokenizer, names, config)
     path = out / "model.ft-mtq-int8.onnx"
     report["ft-mtq-int8"] = export_qdq(model, path, path.name, tokenizer, texts, names, config)
     (out / "control.json").write_text(json.dumps(report, indent=2) + "\n")

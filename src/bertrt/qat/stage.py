@@ -74,16 +74,12 @@ def _qat(config: Config, rundir: RunDir, out: Staging) -> dict[str, Any]:
     names = model_input_names(model, tokenizer)
     verify_texts = splits["val"]["text"].tolist()[: config.export.verify_rows]
 
-    cal = config.calibration
-    texts = calibration_texts(splits["train"], cal.rows, cal.batch_size, config.seed)
-    batches = tokenized_batches(tokenizer, texts, cal.batch_size, max_length, names)
-    with contextlib.redirect_stdout(sys.stderr):  # ModelOpt prints what it inserts
-        quantize(model, batches, cfg.quantize_attention)
+    batches = calibrate_quantizers(model, splits["train"], tokenizer, names, config)
     facts: dict[str, Any] = {
         "modelopt": _modelopt_version(),
         "quantize_attention": cfg.quantize_attention,
         "quantizers": quantizer_counts(model),
-        "calibration_rows": len(batches) * cal.batch_size,
+        "calibration_rows": len(batches) * config.calibration.batch_size,
         "inputs": list(names),
     }
     mtq_path = out.path(rundir.onnx("mtq-int8"))
@@ -107,6 +103,20 @@ def _qat(config: Config, rundir: RunDir, out: Staging) -> dict[str, Any]:
     qat_path = out.path(rundir.onnx("qat"))
     facts["qat"].update(export_qdq(model, qat_path, rundir.onnx("qat").name, *args))
     return facts
+
+
+def calibrate_quantizers(
+    model: Any, train: Any, tokenizer: Any, names: Any, config: Config
+) -> list[Any]:
+    """Insert ModelOpt's quantizers into ``model`` and calibrate them on ``calibration.rows``
+    training rows (the seeded sample `bertrt calibrate` uses); returns the batches used.
+    Also what ``bench/qat_control.py`` quantizes its fp32 control with."""
+    cal = config.calibration
+    texts = calibration_texts(train, cal.rows, cal.batch_size, config.seed)
+    batches = tokenized_batches(tokenizer, texts, cal.batch_size, config.model.max_length, names)
+    with contextlib.redirect_stdout(sys.stderr):  # ModelOpt prints what it inserts
+        quantize(model, batches, config.qat.quantize_attention)
+    return list(batches)
 
 
 def _modelopt_version() -> str:
