@@ -116,6 +116,28 @@ def test_verify_raises_tolerance_error(exported: RunDir) -> None:
         verify_onnx(exported.onnx("fp32"), cases, 1e-4)
 
 
+def test_verify_relative_tolerance_is_a_share_of_the_logits_range(exported: RunDir) -> None:
+    """The Q/DQ check's mode: the limit is tolerance x the reference logits' range, and a
+    row whose top class moved is counted, so a report says how close it came."""
+    from bertrt.ort_sessions import cpu_session
+
+    cases = _cases(exported)
+    got = cpu_session(exported.onnx("fp32")).run(["logits"], cases[0].batch)[0]
+    top = int(got.argmax())
+    reference = got.copy()
+    reference[0, top] -= 1.0  # the graph's top class is now 1.0 below the other
+    reference[0, 1 - top] += 1.0
+    cases[0].reference = reference
+    spread = float(np.ptp(reference))
+    report = verify_onnx(exported.onnx("fp32"), cases, 0.6, relative=True)
+    assert report.logit_range == pytest.approx(spread)
+    assert report.limit == pytest.approx(0.6 * spread)
+    assert report.max_abs_diff == pytest.approx(1.0, abs=1e-5)
+    assert report.cases[0].argmax_flips == 1
+    with pytest.raises(ToleranceExceededError, match=r"of the logits' range .*0\.4 of the range"):
+        verify_onnx(exported.onnx("fp32"), cases, 0.4, relative=True)
+
+
 def test_verify_raises_shape_error(exported: RunDir) -> None:
     cases = _cases(exported)
     cases[0].reference = np.zeros((1, 3), dtype=np.float32)

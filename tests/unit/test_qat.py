@@ -89,6 +89,11 @@ def test_qat_records_the_stage_and_its_checks(qat_run: RunDir) -> None:
     report = read_json(qat_run.qat_report)
     assert report["quantizers"] == {"weight": 14, "input": 14, "attention": 0}
     assert report["mtq-int8"]["tensorrt_check"]["qdq"]["per_channel_weights"] == 14
+    for variant in ("mtq-int8", "qat"):  # the tolerance is a share of the logits' range
+        parity = report[variant]["parity"]
+        assert parity["limit"] == pytest.approx(parity["tolerance"] * parity["logit_range"])
+        assert parity["logit_range"] > 0 and parity["max_abs_diff"] <= parity["limit"]
+        assert {"argmax_flips", "max_abs_diff"} <= set(parity["cases"][0])
     history = report["qat"]["history"]
     assert [h["step"] for h in history] == [0, 2, 4]
     best = max(history, key=lambda h: (h["accuracy"], -h["loss"]))
