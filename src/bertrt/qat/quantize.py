@@ -36,11 +36,19 @@ def modelopt_quantization() -> Any:
     return mtq
 
 
-def quant_config(attention: bool) -> dict[str, Any]:
-    """INT8_DEFAULT_CFG with LayerNorm inputs left float, plus the attention matmuls if asked."""
+def quant_config(attention: bool, weight_bits: int = 8) -> dict[str, Any]:
+    """INT8_DEFAULT_CFG with LayerNorm inputs left float, plus the attention matmuls if asked.
+
+    ``weight_bits`` below 8 (still per output channel) is a harsher recipe than TensorRT's
+    INT8 GEMMs run: ``bench/qat_recipe.py`` uses it to show where QAT recovers what
+    post-training quantization loses; the stage and its ONNX export keep 8.
+    """
     mtq = modelopt_quantization()
     config = copy.deepcopy(mtq.INT8_DEFAULT_CFG)
     entries = config["quant_cfg"]
+    for entry in entries:
+        if entry.get("quantizer_name") == "*weight_quantizer":
+            entry["cfg"] = {**entry["cfg"], "num_bits": weight_bits}
     entries += [{"quantizer_name": "*", "parent_class": c, "enable": False} for c in _FLOAT_INPUTS]
     if attention:
         entries.append(
@@ -49,7 +57,7 @@ def quant_config(attention: bool) -> dict[str, Any]:
     return config
 
 
-def quantize(model: Any, batches: Sequence[Batch], attention: bool) -> Any:
+def quantize(model: Any, batches: Sequence[Batch], attention: bool, weight_bits: int = 8) -> Any:
     """Insert the quantizers into ``model`` (in place) and calibrate them on ``batches``."""
     import torch
 
@@ -61,7 +69,7 @@ def quantize(model: Any, batches: Sequence[Batch], attention: bool) -> Any:
                 quantized(**{k: torch.from_numpy(v) for k, v in batch.items()})
 
     model.eval()
-    return mtq.quantize(model, quant_config(attention), forward_loop)
+    return mtq.quantize(model, quant_config(attention, weight_bits), forward_loop)
 
 
 def quantizer_counts(model: Any) -> dict[str, int]:

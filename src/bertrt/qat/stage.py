@@ -106,16 +106,16 @@ def _qat(config: Config, rundir: RunDir, out: Staging) -> dict[str, Any]:
 
 
 def calibrate_quantizers(
-    model: Any, train: Any, tokenizer: Any, names: Any, config: Config
+    model: Any, train: Any, tokenizer: Any, names: Any, config: Config, weight_bits: int = 8
 ) -> list[Any]:
     """Insert ModelOpt's quantizers into ``model`` and calibrate them on ``calibration.rows``
     training rows (the seeded sample `bertrt calibrate` uses); returns the batches used.
-    Also what ``bench/qat_control.py`` quantizes its fp32 control with."""
+    Also what ``bench/qat_control.py`` and ``bench/qat_recipe.py`` quantize with."""
     cal = config.calibration
     texts = calibration_texts(train, cal.rows, cal.batch_size, config.seed)
     batches = tokenized_batches(tokenizer, texts, cal.batch_size, config.model.max_length, names)
     with contextlib.redirect_stdout(sys.stderr):  # ModelOpt prints what it inserts
-        quantize(model, batches, config.qat.quantize_attention)
+        quantize(model, batches, config.qat.quantize_attention, weight_bits)
     return list(batches)
 
 
