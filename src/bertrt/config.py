@@ -140,7 +140,7 @@ class QatConfig:
     # as a share of the torch logits' range (max - min over the parity rows): torch rounds
     # x*(127/amax), ONNX x/(amax/127), so values a float ulp from a rounding boundary land in
     # the next INT8 bin, and the logits move in proportion to their own scale. Measured at full
-    # size: 1.7-5.9 % on honest files; an activation scale convention wrong throughout, 51 %
+    # size: 1.7-3.6 % on honest files; an activation scale convention wrong throughout, 51 %
     # (docs/qat.md, "The parity check").
     tolerance: float = 0.1
 

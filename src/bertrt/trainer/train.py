@@ -82,6 +82,7 @@ def device_description(precision: str) -> dict[str, Any]:
         "type": "cpu",
         "name": cpu_name(),
         "threads": torch.get_num_threads(),
+        "isa": cpu_flags(),  # a CPU's speed and precision depend on them (amx, avx512_bf16)
         "precision": f"{precision}-autocast" if precision != "fp32" else "fp32",
     }
 
