@@ -278,3 +278,41 @@ def test_calibrate_times_the_qat_models_where_they_exist(qat_run: RunDir, tmp_pa
         assert choice["model"] == "ov-mtq-int8" and choice["static_shapes"] is True
     inputs = run.read_manifest()["stages"]["calibrate"]["inputs"]
     assert {run.rel(run.onnx("mtq-int8")), run.rel(run.onnx("qat"))} <= set(inputs)
+
+
+def test_weight_bits_changes_only_the_weight_quantizers() -> None:
+    if importlib.util.find_spec("modelopt") is None:
+        pytest.skip("nvidia-modelopt is not installed (pip install -e '.[qat]')")
+    from bertrt.qat.quantize import quant_config
+
+    def cfgs(bits: int) -> dict[str, Any]:
+        entries = quant_config(False, bits)["quant_cfg"]
+        return {e["quantizer_name"]: e["cfg"] for e in entries if "cfg" in e}
+
+    assert cfgs(8)["*weight_quantizer"] == {"num_bits": 8, "axis": 0}  # TensorRT's INT8
+    assert cfgs(4)["*weight_quantizer"] == {"num_bits": 4, "axis": 0}
+    assert cfgs(4)["*input_quantizer"] == cfgs(8)["*input_quantizer"]
+
+
+@needs_modelopt
+def test_qat_recipe_scores_qat_against_ptq_and_its_fp32_control(
+    qat_run: RunDir, tmp_path: Path
+) -> None:
+    """bench/qat_recipe.py end to end on the tiny run: five models, one report, one table."""
+    spec = importlib.util.spec_from_file_location(
+        "qat_recipe", Path(__file__).resolve().parents[2] / "bench" / "qat_recipe.py"
+    )
+    assert spec is not None and spec.loader is not None
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    out = tmp_path / "recipe.json"
+    args = ["--run-dir", str(qat_run.root), "--test-rows", "20", "--out", str(out)]
+    assert recipe.main([*args, *(a for s in TINY for a in ("--set", s))]) == 0
+    report = read_json(out)
+    assert (report["weight_bits"], report["test_rows"]) == (4, 20)
+    for name in recipe.ROWS:
+        assert set(report[name]) == {"accuracy", "loss", "macro_f1", "log_loss"}
+    # 4-bit weights change the tiny model's outputs; the fp32 rows are the merged model's.
+    assert report["ptq"]["log_loss"] != report["fp32"]["log_loss"]
+    assert [h["step"] for h in report["qat-history"]] == [0, 2, 4]
+    assert recipe.table(report).count("\n") == len(recipe.ROWS) + 1
