@@ -23,12 +23,11 @@ post-training model. Nothing in the run directory's own artifacts changes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from bertrt.artifacts import RunDir
+from bertrt.artifacts import RunDir, write_json
 from bertrt.config import load_config
 from bertrt.data import load_split
 from bertrt.export.onnx_export import export_onnx, load_torch_model
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     calibrate_quantizers(model, splits["train"], tokenizer, names, config)
     path = out / "model.ft-mtq-int8.onnx"
     report["ft-mtq-int8"] = export_qdq(model, path, path.name, tokenizer, texts, names, config)
-    (out / "control.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / "control.json", report)  # atomic: a stopped run leaves no half file
     print(f"wrote {out}/model.ft.onnx, {path.name}, control.json (best step {outcome.best_step})")
     return 0
 
